@@ -1,0 +1,152 @@
+//! Assembles the service: migrate, connect, create topics, start the response log, bind the
+//! listener; then serve until a shutdown signal and stop everything in order.
+
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use poem::{
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+    Server,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Settings,
+    db,
+    http::{self, response_log::ResponseLog, AppState},
+    kafka::{producer::TopicProducer, Kafka},
+    workers::{WorkerDeps, WorkerKind, WorkerRegistry},
+};
+
+/// Records the response-log queue holds before it drops new ones.
+const RESPONSE_LOG_QUEUE: usize = 10_000;
+/// How long in-flight requests may take to finish at shutdown.
+const REQUEST_DRAIN: Duration = Duration::from_secs(10);
+/// How long the response log may take to publish what is queued at shutdown.
+const RESPONSE_LOG_DRAIN: Duration = Duration::from_secs(5);
+
+/// A built service, bound to its port, not yet serving.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    port: u16,
+    state: Arc<AppState>,
+    response_log: ResponseLog,
+    response_log_task: JoinHandle<()>,
+    stats: Arc<http::response_log::ResponseLogStats>,
+    root: CancellationToken,
+}
+
+impl Application {
+    /// Migrates the database, connects to Kafka, creates missing topics and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        db::migrate(&settings.database).await?;
+        let pool = db::pool(&settings.database)?;
+
+        let kafka = Kafka::connect(&settings.kafka)
+            .await
+            .context("connecting to Kafka")?;
+        let topics = &settings.topics;
+        kafka
+            .ensure_topics(
+                &[
+                    &topics.updates_topic,
+                    &topics.delete_topic,
+                    &topics.objects_to_kafka_topic,
+                    &topics.rest_log_topic,
+                ],
+                settings.kafka.topic_partitions,
+                settings.kafka.topic_replication_factor,
+            )
+            .await
+            .context("creating topics")?;
+        let objects = Arc::new(
+            TopicProducer::connect(&kafka, &topics.objects_to_kafka_topic)
+                .await
+                .context("connecting to the objects topic")?,
+        );
+        let rest_log = Arc::new(
+            TopicProducer::connect(&kafka, &topics.rest_log_topic)
+                .await
+                .context("connecting to the response-log topic")?,
+        );
+        let (response_log, stats, response_log_task) =
+            ResponseLog::spawn(rest_log, RESPONSE_LOG_QUEUE);
+
+        let root = CancellationToken::new();
+        let registry = Arc::new(WorkerRegistry::new(
+            WorkerDeps {
+                pool: pool.clone(),
+                kafka,
+                topics: HashMap::from([
+                    (WorkerKind::Upcreate, topics.updates_topic.clone()),
+                    (WorkerKind::Delete, topics.delete_topic.clone()),
+                ]),
+            },
+            root.clone(),
+        ));
+
+        let acceptor = TcpListener::bind(settings.listen_addr)
+            .into_acceptor()
+            .await
+            .with_context(|| format!("binding {}", settings.listen_addr))?;
+        let port = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
+            .context("the listener has no TCP address")?;
+
+        Ok(Self {
+            acceptor,
+            port,
+            state: Arc::new(AppState {
+                pool,
+                registry,
+                objects,
+            }),
+            response_log,
+            response_log_task,
+            stats,
+            root,
+        })
+    }
+
+    /// The port the API listens on (useful when bound to port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Response-log counters.
+    pub fn response_log_stats(&self) -> Arc<http::response_log::ResponseLogStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish,
+    /// stops the workers at a batch boundary and drains the response log.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        tracing::info!(port = self.port, "serving");
+        let endpoint = http::endpoint(Arc::clone(&self.state), self.response_log);
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(endpoint, shutdown, Some(REQUEST_DRAIN))
+            .await
+            .context("serving HTTP")?;
+        tracing::info!("stopped accepting requests; stopping workers");
+        self.state.registry.stop_all().await;
+        self.root.cancel();
+        // The endpoint, and with it the last response-log sender, is gone: the publisher drains.
+        if tokio::time::timeout(RESPONSE_LOG_DRAIN, self.response_log_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("response log not drained in time; queued records are lost");
+        }
+        self.state.pool.close();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// `rowsync migrate`: applies pending migrations and returns.
+pub async fn migrate_only(settings: &Settings) -> anyhow::Result<()> {
+    db::migrate(&settings.database).await
+}

@@ -1,0 +1,92 @@
+//! PostgreSQL: the connection pool and the embedded migrations.
+//! The SQL for rows and stored offsets lives in [`rows`] and [`offsets`].
+
+pub mod offsets;
+pub mod rows;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::DatabaseSettings;
+
+mod embedded {
+    refinery::embed_migrations!("sql");
+}
+
+/// Builds the pool; connections open lazily, each bounded in time.
+pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
+    let manager = Manager::from_config(
+        settings.pg_config()?,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(settings.db_pool_size as usize)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .context("building the PostgreSQL pool")
+}
+
+/// Creates the schema if needed and applies pending migrations.
+///
+/// Runs under a PostgreSQL advisory lock keyed by the schema, so replicas starting together
+/// migrate one at a time (refinery has no locking of its own).
+pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<()> {
+    let (mut client, connection) = settings
+        .pg_config()?
+        .connect(NoTls)
+        .await
+        .context("connecting to PostgreSQL to migrate")?;
+    let connection = tokio::spawn(connection);
+
+    let lock_key = format!("rowsync.migrate.{}", settings.schema());
+    client
+        .execute("SELECT pg_advisory_lock(hashtext($1))", &[&lock_key])
+        .await
+        .context("taking the migration lock")?;
+    let outcome = async {
+        if let Some(schema) = &settings.db_schema {
+            // `schema` is a validated identifier (see config::parse_identifier).
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .await
+                .context("creating the schema")?;
+        }
+        let report = embedded::migrations::runner()
+            .run_async(&mut client)
+            .await
+            .map_err(|e| anyhow::anyhow!("applying migrations: {}", error_chain(&e)))?;
+        for migration in report.applied_migrations() {
+            tracing::info!(migration = %migration, "applied migration");
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    // The lock dies with the session anyway; unlocking early lets the next replica go.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&lock_key])
+        .await;
+    drop(client);
+    let _ = connection.await;
+    outcome
+}
+
+/// Display of an error and all its sources: refinery's own Display hides PostgreSQL's message.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

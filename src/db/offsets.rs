@@ -1,0 +1,53 @@
+//! The SQL for stored consumer offsets: where each worker resumes on each partition.
+//! Offsets are written in the same transaction as the rows a batch changed.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::{GenericClient, Transaction};
+
+use crate::error::Result;
+
+/// Stored next offsets of `worker` on `topic`, by partition.
+pub async fn load(
+    client: &impl GenericClient,
+    worker: &str,
+    topic: &str,
+) -> Result<HashMap<i32, i64>> {
+    let statement = client
+        .prepare_cached(
+            "SELECT partition, next_offset FROM kafka_offsets WHERE worker = $1 AND topic = $2",
+        )
+        .await?;
+    let rows = client.query(&statement, &[&worker, &topic]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Moves the stored offset from `expected` (`None`: nothing stored yet) to `next`.
+///
+/// Returns `false`, changing nothing, when the stored value is not `expected`: another process
+/// consumed this partition meanwhile, and the caller must roll back. Run it first in the batch's
+/// transaction: the row lock it takes serialises concurrent appliers of one partition.
+pub async fn advance(
+    tx: &Transaction<'_>,
+    worker: &str,
+    topic: &str,
+    partition: i32,
+    expected: Option<i64>,
+    next: i64,
+) -> Result<bool> {
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO kafka_offsets AS o (worker, topic, partition, next_offset) \
+             VALUES ($1, $2, $3, $5) \
+             ON CONFLICT (worker, topic, partition) DO UPDATE \
+             SET next_offset = EXCLUDED.next_offset, updated_at = now() \
+             WHERE o.next_offset = $4",
+        )
+        .await?;
+    // -1 never matches a stored offset, so "nothing stored" conflicts with any stored row.
+    let expected = expected.unwrap_or(-1);
+    let changed = tx
+        .execute(&statement, &[&worker, &topic, &partition, &expected, &next])
+        .await?;
+    Ok(changed == 1)
+}

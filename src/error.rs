@@ -1,0 +1,54 @@
+//! The library's error type: each variant says which dependency failed.
+//! HTTP mapping lives in `http::error`; workers turn these into log lines and retries.
+
+use std::time::Duration;
+
+/// Result with rowsync's [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an operation against PostgreSQL or Kafka failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// PostgreSQL answered with an error or the connection broke.
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No pooled PostgreSQL connection could be had.
+    #[error("postgres pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// Kafka answered with an error or the connection broke.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rskafka::client::error::Error),
+    /// A call did not finish within its bound.
+    #[error("{what} timed out after {after:?}")]
+    Timeout {
+        /// The call that timed out.
+        what: &'static str,
+        /// Its bound.
+        after: Duration,
+    },
+    /// Another process moved this partition's stored offset; the batch was rolled back.
+    #[error("stored offset of {worker}/{topic}/{partition} was moved by another process")]
+    OffsetConflict {
+        worker: &'static str,
+        topic: String,
+        partition: i32,
+    },
+    /// The broker does not know the topic, or it has no partitions.
+    #[error("topic {0} has no partitions")]
+    NoPartitions(String),
+}
+
+/// Runs `future`, failing with [`Error::Timeout`] when it takes longer than `after`.
+pub async fn bounded<T, E>(
+    what: &'static str,
+    after: Duration,
+    future: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T>
+where
+    Error: From<E>,
+{
+    match tokio::time::timeout(after, future).await {
+        Ok(result) => result.map_err(Error::from),
+        Err(_) => Err(Error::Timeout { what, after }),
+    }
+}

@@ -1,0 +1,123 @@
+//! The API's one error shape, `{"error": …, "message": …, "field": …}`, and the mapping of
+//! library and framework errors onto it. 4xx are the client's fault and are not logged as errors;
+//! 5xx are logged with their cause and answered with an opaque message.
+
+use poem::{http::StatusCode, IntoResponse, Response};
+use poem_openapi::{payload::Json, ApiResponse, Object};
+
+/// An error answer.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct ErrorBody {
+    /// A stable code: `bad_request`, `not_found`, `method_not_allowed`, `payload_too_large`,
+    /// `unavailable` or `internal`.
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The parameter or field at fault, when there is one.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Every error an operation can answer with.
+#[derive(Debug, ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum ApiError {
+    /// The request is malformed; `field` names the culprit.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// The thing asked for does not exist.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// A dependency (PostgreSQL or Kafka) is unreachable or too slow; retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+impl ApiError {
+    /// 404 with a message.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound(Json(body("not_found", message.into(), None)))
+    }
+}
+
+/// Dependency failures become 503: every library error is PostgreSQL or Kafka failing.
+impl From<crate::error::Error> for ApiError {
+    fn from(error: crate::error::Error) -> Self {
+        tracing::error!(error = %error, "request failed on a dependency");
+        Self::Unavailable(Json(body(
+            "unavailable",
+            "a dependency is unavailable; try again later".into(),
+            None,
+        )))
+    }
+}
+
+/// Turns poem-openapi's parse failures into a 400 naming the parameter.
+fn bad_request(error: poem::Error) -> ApiError {
+    let field = error
+        .downcast_ref::<poem_openapi::error::ParseParamError>()
+        .map(|e| param_name(e.name).to_owned());
+    let message = match &field {
+        Some(name) if name == "id" => "id must be an integer between -2^63 and 2^63-1".to_owned(),
+        _ => error.to_string(),
+    };
+    ApiError::BadRequest(Json(body("bad_request", message, field)))
+}
+
+/// poem-openapi names path parameters by position (`param0`); the only typed path parameter
+/// in this API is a row's `id`.
+fn param_name(raw: &str) -> &str {
+    if raw.starts_with("param") {
+        "id"
+    } else {
+        raw
+    }
+}
+
+fn body(error: &str, message: String, field: Option<String>) -> ErrorBody {
+    ErrorBody {
+        error: error.to_owned(),
+        message,
+        field,
+    }
+}
+
+/// Renders any error that escaped the typed handlers (unknown path, wrong method, body too large)
+/// in the one error shape, keeping its status.
+pub async fn render(error: poem::Error) -> Response {
+    let status = error.status();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal",
+    };
+    let message = if status.is_server_error() {
+        tracing::error!(error = %error, status = status.as_u16(), "request failed");
+        "internal error".to_owned()
+    } else {
+        match status {
+            StatusCode::NOT_FOUND => "no such path".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this path".to_owned(),
+            _ => error.to_string(),
+        }
+    };
+    poem::web::Json(body(code, message, None))
+        .with_status(status)
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positional_path_parameters_are_reported_as_id() {
+        assert_eq!(param_name("param0"), "id");
+        assert_eq!(param_name("limit"), "limit");
+    }
+}

@@ -1,0 +1,73 @@
+//! The HTTP surface: the OpenAPI services under `/api`, Swagger UI at `/docs`, the spec at
+//! `/openapi.json`, trailing-slash normalisation, JSON errors and the response log.
+
+pub mod error;
+pub mod response_log;
+pub mod rows_api;
+pub mod workers_api;
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use poem::{
+    middleware::{NormalizePath, TrailingSlash},
+    Endpoint, EndpointExt, Route,
+};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::{kafka::producer::TopicProducer, workers::WorkerRegistry};
+use response_log::ResponseLog;
+
+/// What the handlers share.
+pub struct AppState {
+    pub pool: Pool,
+    pub registry: Arc<WorkerRegistry>,
+    /// Producer for `OBJECTS_TO_KAFKA_TOPIC`.
+    pub objects: Arc<TopicProducer>,
+}
+
+/// Groups of operations in the spec.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Rows of table `some_model`, and the workers that apply Kafka topics to them.
+    SomeModels,
+    /// What the background workers are doing.
+    Workers,
+}
+
+/// The API's services, without state: enough to produce the spec.
+pub fn api_service() -> OpenApiService<(rows_api::SomeModelsApi, workers_api::WorkersApi), ()> {
+    OpenApiService::new(
+        (rows_api::SomeModelsApi, workers_api::WorkersApi),
+        "rowsync",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Keeps PostgreSQL table `some_model` in step with Kafka topics. \
+         Every path works with and without its trailing slash. \
+         Every response under `/api` is also published to the response-log topic.",
+    )
+    .url_prefix("/api")
+}
+
+/// The spec as served at `/openapi.json` and committed as `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    api_service().spec()
+}
+
+/// The whole HTTP application.
+pub fn endpoint(state: Arc<AppState>, log: ResponseLog) -> impl Endpoint {
+    let service = api_service();
+    let spec = service.spec_endpoint();
+    let docs = service.swagger_ui();
+    let api = service
+        .with(NormalizePath::new(TrailingSlash::Always))
+        .catch_all_error(error::render)
+        .around(move |next, req| response_log::log_response(log.clone(), next, req));
+    Route::new()
+        .nest("/api", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .catch_all_error(error::render)
+        .data(state)
+}

@@ -1,0 +1,148 @@
+//! The rows API, the Django service's contract: list rows, start and stop the workers that apply
+//! Kafka topics to them, and publish one row to Kafka.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::{param::Path, payload::Json, Object, OpenApi};
+
+use super::{error::ApiError, ApiTags, AppState};
+use crate::{
+    db::rows,
+    kafka::codec,
+    model::Row,
+    workers::{WorkerKind, WorkerState},
+};
+
+/// A worker's state after a start or a stop.
+#[derive(Debug, Clone, Object)]
+pub struct WorkerStateBody {
+    /// The worker: `upcreate` or `delete`.
+    pub worker: String,
+    /// Its state now.
+    pub state: WorkerState,
+}
+
+/// Rows of table `some_model` and the workers that keep them in step with Kafka.
+pub struct SomeModelsApi;
+
+#[OpenApi(tag = "ApiTags::SomeModels")]
+impl SomeModelsApi {
+    /// List all rows
+    ///
+    /// Every row of table `some_model`, highest id first.
+    #[oai(path = "/some_models/", method = "get", operation_id = "list_some_models")]
+    async fn list(&self, state: Data<&Arc<AppState>>) -> Result<Json<Vec<Row>>, ApiError> {
+        let client = state.pool.get().await.map_err(crate::error::Error::from)?;
+        Ok(Json(rows::list(&client).await?))
+    }
+
+    /// Start the upsert worker
+    ///
+    /// Starts consuming `UPDATES_TOPIC` (default `updates`). Each message `{"id": 5, "name": "smth"}`
+    /// renames the row with that id, or inserts it. Consumption resumes after the last applied
+    /// message. Starting a running worker changes nothing.
+    #[oai(
+        path = "/some_models/start_upcreate_from_kafka/",
+        method = "post",
+        operation_id = "start_upcreate_from_kafka"
+    )]
+    async fn start_upcreate(&self, state: Data<&Arc<AppState>>) -> Json<WorkerStateBody> {
+        start(&state, WorkerKind::Upcreate).await
+    }
+
+    /// Stop the upsert worker
+    ///
+    /// Answers once the worker has finished its current batch and stopped. Stopping a stopped
+    /// worker changes nothing.
+    #[oai(
+        path = "/some_models/stop_upcreate_from_kafka/",
+        method = "post",
+        operation_id = "stop_upcreate_from_kafka"
+    )]
+    async fn stop_upcreate(&self, state: Data<&Arc<AppState>>) -> Json<WorkerStateBody> {
+        stop(&state, WorkerKind::Upcreate).await
+    }
+
+    /// Start the delete worker
+    ///
+    /// Starts consuming `DELETE_TOPIC` (default `deletions`). Each message `{"id": 1}` deletes
+    /// the row with that id; a missing row is not an error. Starting a running worker changes nothing.
+    #[oai(
+        path = "/some_models/start_delete_from_kafka/",
+        method = "delete",
+        operation_id = "start_delete_from_kafka"
+    )]
+    async fn start_delete(&self, state: Data<&Arc<AppState>>) -> Json<WorkerStateBody> {
+        start(&state, WorkerKind::Delete).await
+    }
+
+    /// Start the delete worker (POST)
+    ///
+    /// The same as `DELETE` on this path, for clients that cannot send `DELETE`.
+    #[oai(
+        path = "/some_models/start_delete_from_kafka/",
+        method = "post",
+        operation_id = "start_delete_from_kafka_post"
+    )]
+    async fn start_delete_post(&self, state: Data<&Arc<AppState>>) -> Json<WorkerStateBody> {
+        start(&state, WorkerKind::Delete).await
+    }
+
+    /// Stop the delete worker
+    ///
+    /// Answers once the worker has finished its current batch and stopped. Stopping a stopped
+    /// worker changes nothing.
+    #[oai(
+        path = "/some_models/stop_delete_from_kafka/",
+        method = "post",
+        operation_id = "stop_delete_from_kafka"
+    )]
+    async fn stop_delete(&self, state: Data<&Arc<AppState>>) -> Json<WorkerStateBody> {
+        stop(&state, WorkerKind::Delete).await
+    }
+
+    /// Publish one row to Kafka
+    ///
+    /// Publishes the row as `{"id": 5, "name": "smth"}` to `OBJECTS_TO_KAFKA_TOPIC` (default
+    /// `some_model_objects`), keyed by the id in decimal, on the partition Kafka's Java client
+    /// would choose for that key. Answers once the broker has acknowledged it.
+    #[oai(
+        path = "/some_models/:id/write_to_kafka/",
+        method = "post",
+        operation_id = "write_to_kafka"
+    )]
+    async fn write_to_kafka(
+        &self,
+        state: Data<&Arc<AppState>>,
+        /// The row's id.
+        id: Path<i64>,
+    ) -> Result<Json<Row>, ApiError> {
+        let client = state.pool.get().await.map_err(crate::error::Error::from)?;
+        let row = rows::get(&client, id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no row with id {}", id.0)))?;
+        drop(client);
+        state
+            .objects
+            .send_keyed(row.id.to_string().into_bytes(), codec::encode_row(&row))
+            .await?;
+        Ok(Json(row))
+    }
+}
+
+async fn start(state: &AppState, kind: WorkerKind) -> Json<WorkerStateBody> {
+    let worker_state = state.registry.start(kind).await;
+    Json(WorkerStateBody {
+        worker: kind.name().to_owned(),
+        state: worker_state,
+    })
+}
+
+async fn stop(state: &AppState, kind: WorkerKind) -> Json<WorkerStateBody> {
+    let worker_state = state.registry.stop(kind).await;
+    Json(WorkerStateBody {
+        worker: kind.name().to_owned(),
+        state: worker_state,
+    })
+}

@@ -1,0 +1,113 @@
+//! Kafka: the shared rskafka client, topic creation at start-up, and per-partition clients.
+//! Every call is bounded by `KAFKA_REQUEST_TIMEOUT_MS`: rskafka itself may retry forever.
+
+pub mod codec;
+pub mod partitioner;
+pub mod producer;
+
+use std::{sync::Arc, time::Duration};
+
+use rskafka::{
+    client::{
+        error::{Error as KafkaError, ProtocolError},
+        partition::{PartitionClient, UnknownTopicHandling},
+        Client, ClientBuilder,
+    },
+    BackoffConfig,
+};
+
+use crate::{
+    config::KafkaSettings,
+    error::{bounded, Error, Result},
+};
+
+/// One connection pool to the cluster, shared by the workers and the producers.
+#[derive(Clone)]
+pub struct Kafka {
+    client: Arc<Client>,
+    /// Bound on any single call.
+    timeout: Duration,
+}
+
+impl Kafka {
+    /// Connects to the bootstrap brokers, failing after the request timeout.
+    pub async fn connect(settings: &KafkaSettings) -> Result<Self> {
+        let timeout = settings.request_timeout();
+        let builder = ClientBuilder::new(settings.bootstrap_servers())
+            .client_id("rowsync")
+            .backoff_config(BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(1),
+                base: 2.0,
+                deadline: Some(timeout),
+            });
+        let client = bounded("connecting to kafka", timeout, builder.build()).await?;
+        Ok(Self {
+            client: Arc::new(client),
+            timeout,
+        })
+    }
+
+    /// Bound on any single call to Kafka.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Creates each topic that does not exist yet; an existing topic is left as it is.
+    pub async fn ensure_topics(
+        &self,
+        topics: &[&str],
+        partitions: i32,
+        replication_factor: i16,
+    ) -> Result<()> {
+        let existing = bounded("listing topics", self.timeout, self.client.list_topics()).await?;
+        let controller = self.client.controller_client()?;
+        for &topic in topics {
+            if existing.iter().any(|t| t.name == topic) {
+                continue;
+            }
+            let timeout_ms = i32::try_from(self.timeout.as_millis()).unwrap_or(i32::MAX);
+            let created = bounded(
+                "creating a topic",
+                self.timeout,
+                controller.create_topic(topic, partitions, replication_factor, timeout_ms),
+            )
+            .await;
+            match created {
+                Ok(()) => tracing::info!(topic, partitions, "created topic"),
+                // Another replica created it first.
+                Err(Error::Kafka(KafkaError::ServerError {
+                    protocol_error: ProtocolError::TopicAlreadyExists,
+                    ..
+                })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The partition ids of `topic`, as the broker reports them now.
+    pub async fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
+        let topics = bounded("listing topics", self.timeout, self.client.list_topics()).await?;
+        let partitions: Vec<i32> = topics
+            .into_iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions.into_iter().collect())
+            .unwrap_or_default();
+        if partitions.is_empty() {
+            return Err(Error::NoPartitions(topic.to_owned()));
+        }
+        Ok(partitions)
+    }
+
+    /// A client for one partition, connected to its leader.
+    pub async fn partition_client(&self, topic: &str, partition: i32) -> Result<PartitionClient> {
+        bounded(
+            "connecting to a partition leader",
+            self.timeout,
+            self.client
+                .partition_client(topic, partition, UnknownTopicHandling::Error),
+        )
+        .await
+    }
+}

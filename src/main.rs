@@ -1,0 +1,65 @@
+//! The `rowsync` binary: wiring only. Loads `.env`, parses settings, then serves or migrates.
+
+use std::process::ExitCode;
+
+use rowsync::{
+    app::{migrate_only, Application},
+    cli::{Cli, CliError, Command},
+    telemetry,
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // A missing .env is normal; the environment alone may hold every setting.
+    let _ = dotenvy::dotenv();
+    let cli = match Cli::try_parse_args(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(CliError::Info(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(CliError::Invalid(line)) => {
+            eprintln!("{line}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init();
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => migrate_only(&cli.settings).await,
+        Command::Serve => serve(cli).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
+    let app = Application::build(cli.settings).await?;
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        // Installing the handler fails only if the runtime has no signal driver.
+        tokio::signal::ctrl_c().await.expect("Ctrl-C handler");
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler")
+            .recv()
+            .await;
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

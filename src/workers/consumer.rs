@@ -1,0 +1,368 @@
+//! One worker's consumption: a supervisor per worker and a loop per partition that fetches a
+//! batch, applies it and its next offset in one PostgreSQL transaction, and repeats.
+//! The loop only races cancellation against fetching, so a stop always lands on a batch boundary.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use rskafka::{
+    client::{
+        error::{Error as KafkaError, ProtocolError},
+        partition::{OffsetAt, PartitionClient},
+    },
+    record::RecordAndOffset,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{WorkerKind, WorkerState, WorkerStats};
+use crate::{
+    db::{offsets, rows},
+    error::{bounded, Error, Result},
+    kafka::{codec, Kafka},
+};
+
+/// Most bytes one fetch asks for.
+const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
+/// How long the broker may hold a fetch open waiting for new records (tansu needs ≥ 1 ms).
+const FETCH_MAX_WAIT_MS: i32 = 500;
+/// Bound on applying one batch in PostgreSQL.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one worker's loops share.
+pub struct WorkerContext {
+    pub kind: WorkerKind,
+    pub topic: String,
+    pub pool: Pool,
+    pub kafka: Kafka,
+    pub stats: Arc<WorkerStats>,
+}
+
+/// Runs one worker until `cancel` fires: finds the topic's partitions, then one loop per partition.
+pub async fn supervise(context: Arc<WorkerContext>, cancel: CancellationToken) {
+    let worker = context.kind.name();
+    let topic = context.topic.as_str();
+    let mut backoff = retry_backoff();
+    let partitions = loop {
+        let listed = tokio::select! {
+            _ = cancel.cancelled() => return,
+            listed = context.kafka.partitions(topic) => listed,
+        };
+        match listed {
+            Ok(partitions) => break partitions,
+            Err(error) => {
+                tracing::warn!(worker, topic, error = %error, "cannot list partitions; retrying");
+                if sleep_or_cancel(&mut backoff, &cancel).await {
+                    return;
+                }
+            }
+        }
+    };
+
+    let mut loops = JoinSet::new();
+    for partition in partitions {
+        let consumer = PartitionConsumer::new(Arc::clone(&context), partition);
+        loops.spawn(consumer.run(cancel.clone()));
+    }
+    while let Some(joined) = loops.join_next().await {
+        if let Err(error) = joined {
+            tracing::error!(worker, topic, error = %error, "partition loop died");
+            context.stats.set_state(WorkerState::Failed);
+        }
+    }
+}
+
+/// Consumes one partition for one worker.
+pub struct PartitionConsumer {
+    context: Arc<WorkerContext>,
+    partition: i32,
+    /// Connected lazily and again after errors.
+    client: Option<PartitionClient>,
+    /// Offset of the next record to fetch; `None` until read from PostgreSQL.
+    position: Option<i64>,
+    /// The next offset as stored in PostgreSQL (`None`: nothing stored yet). Every commit
+    /// checks it is unchanged, so two consumers of one partition can never both apply a batch.
+    committed: Option<i64>,
+}
+
+/// What one [`PartitionConsumer::step`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A batch was applied: this many valid and invalid records.
+    Applied { valid: usize, invalid: usize },
+    /// Nothing new arrived within the fetch wait.
+    Idle,
+    /// The stored offset was out of range; consumption restarts from the earliest offset.
+    Reset { from: i64, to: i64 },
+    /// Cancelled before a batch was fetched; nothing was applied.
+    Cancelled,
+}
+
+impl PartitionConsumer {
+    /// A consumer that has not connected or read its offset yet.
+    pub fn new(context: Arc<WorkerContext>, partition: i32) -> Self {
+        Self {
+            context,
+            partition,
+            client: None,
+            position: None,
+            committed: None,
+        }
+    }
+
+    /// Steps until cancelled, retrying failures with capped, jittered exponential backoff.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let worker = self.context.kind.name();
+        let topic = self.context.topic.clone();
+        let partition = self.partition;
+        let mut backoff = retry_backoff();
+        loop {
+            match self.step(&cancel).await {
+                Ok(Step::Cancelled) => return,
+                Ok(_) => backoff = retry_backoff(),
+                Err(error) => {
+                    tracing::warn!(worker, topic, partition, error = %error, "batch failed; retrying");
+                    let message = error.to_string();
+                    self.context.stats.update(partition, |p| {
+                        p.last_error = Some(message);
+                        p.last_error_at = Some(Utc::now());
+                    });
+                    // Start over from PostgreSQL's view: the batch may or may not have committed.
+                    self.position = None;
+                    if matches!(error, Error::Kafka(_) | Error::Timeout { .. }) {
+                        self.client = None;
+                    }
+                    if sleep_or_cancel(&mut backoff, &cancel).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fetches one batch and applies it. Cancellation is honoured only before the batch is
+    /// fetched; once fetched, the batch is applied (or rolled back) whole.
+    pub async fn step(&mut self, cancel: &CancellationToken) -> Result<Step> {
+        let fetched = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(Step::Cancelled),
+            fetched = self.fetch() => fetched?,
+        };
+        let step = match fetched {
+            Fetched::Records(records) => self.apply(records).await?,
+            Fetched::Nothing => Step::Idle,
+            Fetched::OutOfRange => self.reset_to_earliest().await?,
+        };
+        self.context.stats.update(self.partition, |p| {
+            p.last_error = None;
+            p.last_error_at = None;
+        });
+        Ok(step)
+    }
+
+    async fn fetch(&mut self) -> Result<Fetched> {
+        if self.client.is_none() {
+            let client = self.context.kafka.partition_client(&self.context.topic, self.partition);
+            self.client = Some(client.await?);
+        }
+        if self.position.is_none() {
+            self.load_position().await?;
+        }
+        let kafka = &self.context.kafka;
+        let (client, position) = match (&self.client, self.position) {
+            (Some(client), Some(position)) => (client, position),
+            _ => unreachable!("connected and positioned just above"),
+        };
+        let fetched = bounded(
+            "fetching records",
+            kafka.timeout() + Duration::from_millis(FETCH_MAX_WAIT_MS as u64),
+            client.fetch_records(position, 1..FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS),
+        )
+        .await;
+        let (mut records, high_watermark) = match fetched {
+            Ok(fetched) => fetched,
+            Err(Error::Kafka(KafkaError::ServerError {
+                protocol_error: ProtocolError::OffsetOutOfRange,
+                ..
+            })) => return Ok(Fetched::OutOfRange),
+            Err(error) => return Err(error),
+        };
+        self.context.stats.update(self.partition, |p| {
+            p.high_watermark = Some(high_watermark);
+        });
+        // A compressed batch may start before the offset asked for.
+        records.retain(|r| r.offset >= position);
+        if !records.is_empty() {
+            Ok(Fetched::Records(records))
+        } else if position > high_watermark {
+            // Some brokers (tansu) never say "out of range": a recreated topic just ends earlier.
+            Ok(Fetched::OutOfRange)
+        } else {
+            Ok(Fetched::Nothing)
+        }
+    }
+
+    /// Reads the stored offset; a partition never seen before starts at its earliest offset.
+    async fn load_position(&mut self) -> Result<()> {
+        let client = self.context.pool.get().await?;
+        let stored = offsets::load(&client, self.context.kind.name(), &self.context.topic).await?;
+        self.committed = stored.get(&self.partition).copied();
+        let position = match self.committed {
+            Some(offset) => offset,
+            None => self.earliest().await?,
+        };
+        self.position = Some(position);
+        self.context.stats.update(self.partition, |p| p.next_offset = Some(position));
+        Ok(())
+    }
+
+    async fn earliest(&self) -> Result<i64> {
+        let client = self.client.as_ref().expect("connected before positioning");
+        bounded(
+            "listing the earliest offset",
+            self.context.kafka.timeout(),
+            client.get_offset(OffsetAt::Earliest),
+        )
+        .await
+    }
+
+    async fn reset_to_earliest(&mut self) -> Result<Step> {
+        let from = self.position.unwrap_or_default();
+        let to = self.earliest().await?;
+        tracing::warn!(
+            worker = self.context.kind.name(),
+            topic = %self.context.topic,
+            partition = self.partition,
+            stored_offset = from,
+            earliest_offset = to,
+            "stored offset is out of range (topic recreated or truncated); restarting from the earliest offset"
+        );
+        self.position = Some(to);
+        Ok(Step::Reset { from, to })
+    }
+
+    /// Applies a batch and its next offset in one transaction.
+    async fn apply(&mut self, records: Vec<RecordAndOffset>) -> Result<Step> {
+        let worker = self.context.kind.name();
+        let topic = self.context.topic.as_str();
+        let partition = self.partition;
+        let next = records.last().map(|r| r.offset + 1).expect("a batch is never empty");
+        let batch = Batch::decode(self.context.kind, &records, |offset, reason| {
+            tracing::warn!(worker, topic, partition, offset, reason = %reason, "skipping invalid record");
+        });
+
+        bounded("applying a batch", APPLY_TIMEOUT, async {
+            let mut client = self.context.pool.get().await?;
+            let tx = client.transaction().await?;
+            if !offsets::advance(&tx, worker, topic, partition, self.committed, next).await? {
+                return Err(Error::OffsetConflict {
+                    worker,
+                    topic: topic.to_owned(),
+                    partition,
+                });
+            }
+            match &batch.ops {
+                Ops::Upsert(rows_by_id) if !rows_by_id.is_empty() => {
+                    let ids: Vec<i64> = rows_by_id.keys().copied().collect();
+                    let names: Vec<&str> = rows_by_id.values().map(String::as_str).collect();
+                    rows::upsert(&tx, &ids, &names).await?;
+                }
+                Ops::Delete(ids) if !ids.is_empty() => {
+                    let ids: Vec<i64> = ids.iter().copied().collect();
+                    rows::delete(&tx, &ids).await?;
+                }
+                _ => {}
+            }
+            tx.commit().await?;
+            Ok::<_, Error>(())
+        })
+        .await?;
+
+        self.committed = Some(next);
+        self.position = Some(next);
+        let (valid, invalid) = (batch.valid, batch.invalid);
+        self.context.stats.update(partition, |p| {
+            p.next_offset = Some(next);
+            p.records_applied += valid as u64;
+            p.records_invalid += invalid as u64;
+        });
+        tracing::debug!(worker, topic, partition, valid, invalid, next_offset = next, "applied batch");
+        Ok(Step::Applied { valid, invalid })
+    }
+}
+
+enum Fetched {
+    Records(Vec<RecordAndOffset>),
+    Nothing,
+    OutOfRange,
+}
+
+/// A decoded batch: what to change, with duplicate ids folded (the last record wins, as in
+/// Kafka's order) and ids sorted so concurrent batches lock rows in one order.
+struct Batch {
+    ops: Ops,
+    valid: usize,
+    invalid: usize,
+}
+
+enum Ops {
+    Upsert(BTreeMap<i64, String>),
+    Delete(std::collections::BTreeSet<i64>),
+}
+
+impl Batch {
+    fn decode(
+        kind: WorkerKind,
+        records: &[RecordAndOffset],
+        mut on_invalid: impl FnMut(i64, &codec::InvalidMessage),
+    ) -> Self {
+        let mut batch = Batch {
+            ops: match kind {
+                WorkerKind::Upcreate => Ops::Upsert(BTreeMap::new()),
+                WorkerKind::Delete => Ops::Delete(Default::default()),
+            },
+            valid: 0,
+            invalid: 0,
+        };
+        for record in records {
+            let value = record.record.value.as_deref();
+            let decoded = match &mut batch.ops {
+                Ops::Upsert(rows) => codec::decode_upsert(value).map(|row| {
+                    rows.insert(row.id, row.name);
+                }),
+                Ops::Delete(ids) => codec::decode_delete(value).map(|id| {
+                    ids.insert(id);
+                }),
+            };
+            match decoded {
+                Ok(()) => batch.valid += 1,
+                Err(reason) => {
+                    batch.invalid += 1;
+                    on_invalid(record.offset, &reason);
+                }
+            }
+        }
+        batch
+    }
+}
+
+/// Capped exponential backoff with jitter, never giving up.
+fn retry_backoff() -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Sleeps the next backoff delay; returns `true` if cancelled meanwhile.
+async fn sleep_or_cancel(backoff: &mut ExponentialBackoff, cancel: &CancellationToken) -> bool {
+    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+    tokio::select! {
+        _ = cancel.cancelled() => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}

@@ -1,0 +1,148 @@
+//! What each worker reports about itself: its state and, per partition, offsets and counters.
+//! Written by the consumer loops, read by `GET /api/workers/`.
+
+use std::{
+    collections::BTreeMap,
+    sync::Mutex,
+};
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+
+use super::WorkerKind;
+
+/// A worker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Not running; nothing is consumed.
+    Stopped,
+    /// Consuming its topic.
+    Running,
+    /// Running, but the last call to Kafka or PostgreSQL failed; retrying with backoff.
+    Retrying,
+    /// Stopped by an unexpected failure; start it again to retry.
+    Failed,
+}
+
+/// A worker's report.
+#[derive(Debug, Clone, Object)]
+pub struct WorkerStatus {
+    /// The worker's name: `upcreate` or `delete`.
+    pub name: String,
+    /// The topic it reads.
+    pub topic: String,
+    /// Its state.
+    pub state: WorkerState,
+    /// When it entered this state.
+    pub since: DateTime<Utc>,
+    /// One entry per partition it has consumed since the service started.
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// What a worker knows about one partition of its topic.
+#[derive(Debug, Clone, Default, Object)]
+pub struct PartitionStatus {
+    /// The partition.
+    pub partition: i32,
+    /// Offset of the next record to apply (as stored in PostgreSQL), once known.
+    pub next_offset: Option<i64>,
+    /// The partition's high watermark at the last fetch.
+    pub high_watermark: Option<i64>,
+    /// Records not yet applied: high watermark minus next offset.
+    pub lag: Option<i64>,
+    /// Valid records applied since the service started.
+    pub records_applied: u64,
+    /// Invalid records skipped since the service started.
+    pub records_invalid: u64,
+    /// The last error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// When the last error happened.
+    pub last_error_at: Option<DateTime<Utc>>,
+}
+
+/// Live counters of one worker; shared by its loops and the API.
+pub struct WorkerStats {
+    kind: WorkerKind,
+    topic: String,
+    /// Short critical sections only (never held across `.await`), hence a std mutex.
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    state: WorkerState,
+    since: DateTime<Utc>,
+    partitions: BTreeMap<i32, PartitionStatus>,
+}
+
+impl WorkerStats {
+    /// Counters of a stopped worker that has consumed nothing.
+    pub fn new(kind: WorkerKind, topic: &str) -> Self {
+        Self {
+            kind,
+            topic: topic.to_owned(),
+            inner: Mutex::new(Inner {
+                state: WorkerState::Stopped,
+                since: Utc::now(),
+                partitions: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// The worker's state: `retrying` while any partition's last attempt failed.
+    pub fn state(&self) -> WorkerState {
+        let inner = self.lock();
+        effective_state(&inner)
+    }
+
+    /// Records a state change (the time is kept only when the state really changes).
+    pub fn set_state(&self, state: WorkerState) {
+        let mut inner = self.lock();
+        if inner.state != state {
+            inner.state = state;
+            inner.since = Utc::now();
+        }
+    }
+
+    /// Edits one partition's entry.
+    pub fn update(&self, partition: i32, edit: impl FnOnce(&mut PartitionStatus)) {
+        let mut inner = self.lock();
+        let entry = inner
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionStatus {
+                partition,
+                ..Default::default()
+            });
+        edit(entry);
+        entry.lag = match (entry.high_watermark, entry.next_offset) {
+            (Some(high), Some(next)) => Some((high - next).max(0)),
+            _ => None,
+        };
+    }
+
+    /// A snapshot for the API.
+    pub fn status(&self) -> WorkerStatus {
+        let inner = self.lock();
+        WorkerStatus {
+            name: self.kind.name().to_owned(),
+            topic: self.topic.clone(),
+            state: effective_state(&inner),
+            since: inner.since,
+            partitions: inner.partitions.values().cloned().collect(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain counters behind; they stay usable.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn effective_state(inner: &Inner) -> WorkerState {
+    let failing = inner.partitions.values().any(|p| p.last_error.is_some());
+    match inner.state {
+        WorkerState::Running if failing => WorkerState::Retrying,
+        state => state,
+    }
+}
