@@ -61,7 +61,7 @@ pub fn endpoint(state: Arc<AppState>, log: ResponseLog) -> impl Endpoint {
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
     let api = service
-        .with(NormalizePath::new(TrailingSlash::Always))
+        .with(NormalizePath::new(TrailingSlash::Trim))
         .catch_all_error(error::render)
         .around(move |next, req| response_log::log_response(log.clone(), next, req));
     Route::new()

@@ -1,0 +1,11 @@
+//! Integration tests: the real app, in-process on port 0, against real PostgreSQL and a real
+//! Kafka broker (see `scripts/dev-deps`). Each test has its own schema and topics.
+
+mod cli;
+mod delete_worker;
+mod errors;
+mod helpers;
+mod openapi;
+mod response_log;
+mod rows;
+mod upcreate_worker;

@@ -1,0 +1,122 @@
+//! Listing rows and publishing one row with `write_to_kafka`.
+
+use rowsync::{kafka::partitioner::partition_for_key, model::Row};
+use serde_json::{json, Value};
+
+use crate::helpers::{pairs, spawn_app, PARTITIONS};
+
+#[tokio::test]
+async fn listing_returns_every_row_highest_id_first_with_or_without_the_trailing_slash() {
+    let app = spawn_app().await;
+    app.insert_rows(&[(1, "a"), (3, "c"), (2, "b"), (-4, "minus")]).await;
+
+    for path in ["/api/some_models/", "/api/some_models"] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!([
+                {"id": 3, "name": "c"},
+                {"id": 2, "name": "b"},
+                {"id": 1, "name": "a"},
+                {"id": -4, "name": "minus"},
+            ]),
+            "{path}"
+        );
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn listing_an_empty_table_returns_an_empty_array() {
+    let app = spawn_app().await;
+    assert_eq!(app.rows().await, Vec::<Row>::new());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn start_up_creates_missing_topics_with_the_configured_partitions() {
+    let app = spawn_app().await;
+    let topics = app.kafka.list_topics().await.unwrap();
+    let t = &app.settings.topics;
+    for name in [&t.updates_topic, &t.delete_topic, &t.objects_to_kafka_topic, &t.rest_log_topic] {
+        let topic = topics.iter().find(|topic| &topic.name == name);
+        let topic = topic.unwrap_or_else(|| panic!("topic {name} was not created"));
+        assert_eq!(topic.partitions.len(), PARTITIONS as usize, "{name}");
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn write_to_kafka_publishes_the_row_keyed_by_its_id_on_the_java_clients_partition() {
+    let app = spawn_app().await;
+    let rows = [(5, "smth"), (12_345, "другое имя"), (-9, "negative")];
+    app.insert_rows(&rows).await;
+
+    for (index, (id, name)) in rows.iter().enumerate() {
+        // Alternate the two spellings of the path.
+        let slash = if index % 2 == 0 { "/" } else { "" };
+        let response = app.post(&format!("/api/some_models/{id}/write_to_kafka{slash}")).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, json!({"id": id, "name": name}));
+    }
+
+    let mut published = app.read_topic(&app.settings.topics.objects_to_kafka_topic).await;
+    published.sort_by_key(|(_, r)| r.record.timestamp);
+    assert_eq!(published.len(), rows.len(), "one record per call");
+    for (id, name) in rows {
+        let key = id.to_string();
+        let (partition, record) = published
+            .iter()
+            .find(|(_, r)| r.record.key.as_deref() == Some(key.as_bytes()))
+            .unwrap_or_else(|| panic!("no record keyed {key}"));
+        let value: Value = serde_json::from_slice(record.record.value.as_deref().unwrap()).unwrap();
+        assert_eq!(value, json!({"id": id, "name": name}));
+        assert_eq!(
+            *partition,
+            partition_for_key(key.as_bytes(), PARTITIONS),
+            "record keyed {key} is on the murmur2 partition"
+        );
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn write_to_kafka_of_a_missing_row_is_a_json_404_and_publishes_nothing() {
+    let app = spawn_app().await;
+    let response = app.post("/api/some_models/77/write_to_kafka/").await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    assert!(body["message"].as_str().unwrap().contains("77"), "{body}");
+    assert!(app.read_topic(&app.settings.topics.objects_to_kafka_topic).await.is_empty());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn write_to_kafka_with_an_id_that_is_not_an_int64_is_a_json_400_naming_id() {
+    let app = spawn_app().await;
+    for id in ["abc", "1.5", "9223372036854775808", "%20"] {
+        let response = app.post(&format!("/api/some_models/{id}/write_to_kafka/")).await;
+        assert_eq!(response.status(), 400, "{id}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "bad_request", "{id}: {body}");
+        assert_eq!(body["field"], "id", "{id}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("id"), "{body}");
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn rows_written_by_sql_are_listed_exactly() {
+    let app = spawn_app().await;
+    let long_name = "я".repeat(200);
+    app.insert_rows(&[(i64::MAX, &long_name), (i64::MIN, "min")]).await;
+    assert_eq!(
+        pairs(&app.rows().await),
+        [(i64::MAX, long_name.clone()), (i64::MIN, "min".to_owned())]
+    );
+    app.cleanup().await;
+}
