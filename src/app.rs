@@ -123,7 +123,10 @@ impl Application {
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish,
     /// stops the workers at a batch boundary and drains the response log.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
         tracing::info!(port = self.port, "serving");
         let endpoint = http::endpoint(Arc::clone(&self.state), self.response_log);
         Server::new_with_acceptor(self.acceptor)

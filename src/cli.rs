@@ -84,7 +84,13 @@ mod tests {
     fn passwords_never_show_in_debug_output() {
         let args = [
             &BASE[..],
-            &["--kafka-host", "k", "--postgres-password", "s3cret-pw", "migrate"],
+            &[
+                "--kafka-host",
+                "k",
+                "--postgres-password",
+                "s3cret-pw",
+                "migrate",
+            ],
         ]
         .concat();
         let cli = Cli::try_parse_args(args).expect("valid arguments");

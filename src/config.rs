@@ -58,7 +58,11 @@ pub struct KafkaSettings {
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", value_delimiter = ',')]
     pub kafka_bootstrap_servers: Vec<String>,
     /// Kafka broker host.
-    #[arg(long, env = "KAFKA_HOST", required_unless_present = "kafka_bootstrap_servers")]
+    #[arg(
+        long,
+        env = "KAFKA_HOST",
+        required_unless_present = "kafka_bootstrap_servers"
+    )]
     pub kafka_host: Option<String>,
     /// Kafka broker port.
     #[arg(long, env = "KAFKA_PORT", default_value_t = 9092)]
@@ -84,7 +88,11 @@ pub struct TopicSettings {
     #[arg(long, env = "DELETE_TOPIC", default_value = "deletions")]
     pub delete_topic: String,
     /// Topic `write_to_kafka` publishes rows to.
-    #[arg(long, env = "OBJECTS_TO_KAFKA_TOPIC", default_value = "some_model_objects")]
+    #[arg(
+        long,
+        env = "OBJECTS_TO_KAFKA_TOPIC",
+        default_value = "some_model_objects"
+    )]
     pub objects_to_kafka_topic: String,
     /// Topic every REST response under `/api` is logged to.
     #[arg(long, env = "REST_LOG_TOPIC", default_value = "django-responses")]
@@ -99,7 +107,9 @@ impl DatabaseSettings {
                 .expose_secret()
                 .parse::<tokio_postgres::Config>()
                 // The parser's message never repeats the URL, so no password leaks here.
-                .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid connection string: {e}"))?,
+                .map_err(|e| {
+                    anyhow::anyhow!("DATABASE_URL is not a valid connection string: {e}")
+                })?,
             None => {
                 let mut config = tokio_postgres::Config::new();
                 config

@@ -2,14 +2,14 @@
 //! API (poem-openapi). It is the Rust successor of a small Django service and keeps its contract.
 //!
 //! # Layout
-//! - [`app`]: assembles everything, serves, shuts down in order.
-//! - [`cli`], [`config`]: command line and settings (environment / `.env`).
-//! - [`telemetry`]: logging.
-//! - [`db`]: pool, migrations (`sql/`), and the hand-written SQL for rows and stored offsets.
-//! - [`kafka`]: the rskafka client, topic creation, the Java-compatible partitioner, the message codec.
-//! - [`workers`]: the worker registry and the per-partition consumer loops.
-//! - [`http`]: the OpenAPI endpoints, JSON errors and the response-log middleware.
-//! - [`model`], [`error`]: the row type and the library's error type.
+//! - [`app`] — assembles everything, serves, shuts down in order.
+//! - [`cli`], [`config`] — command line and settings (environment / `.env`).
+//! - [`telemetry`] — logging (text or JSON lines).
+//! - [`db`] — pool, migrations (`sql/`), and the hand-written SQL for rows and stored offsets.
+//! - [`kafka`] — the rskafka client, topic creation, the Java-compatible partitioner, the message codec.
+//! - [`workers`] — the worker registry and the per-partition consumer loops.
+//! - [`http`] — the OpenAPI endpoints, JSON errors and the response-log middleware.
+//! - [`model`], [`error`] — the row type and the library's error type.
 
 pub mod app;
 pub mod cli;

@@ -21,7 +21,6 @@ pub struct ErrorBody {
 
 /// Every error an operation can answer with.
 #[derive(Debug, ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
 pub enum ApiError {
     /// The request is malformed; `field` names the culprit.
     #[oai(status = 400)]
@@ -53,16 +52,19 @@ impl From<crate::error::Error> for ApiError {
     }
 }
 
-/// Turns poem-openapi's parse failures into a 400 naming the parameter.
-fn bad_request(error: poem::Error) -> ApiError {
+/// The body of a 400 for a request poem-openapi could not parse, naming the parameter at fault.
+fn parse_failure(error: &poem::Error) -> ErrorBody {
+    use poem_openapi::error::{ParseParamError, ParsePathError};
     let field = error
-        .downcast_ref::<poem_openapi::error::ParseParamError>()
-        .map(|e| param_name(e.name).to_owned());
+        .downcast_ref::<ParsePathError>()
+        .map(|e| param_name(e.name))
+        .or_else(|| error.downcast_ref::<ParseParamError>().map(|e| e.name))
+        .map(str::to_owned);
     let message = match &field {
         Some(name) if name == "id" => "id must be an integer between -2^63 and 2^63-1".to_owned(),
         _ => error.to_string(),
     };
-    ApiError::BadRequest(Json(body("bad_request", message, field)))
+    body("bad_request", message, field)
 }
 
 /// poem-openapi names path parameters by position (`param0`); the only typed path parameter
@@ -86,7 +88,16 @@ fn body(error: &str, message: String, field: Option<String>) -> ErrorBody {
 /// Renders any error that escaped the typed handlers (unknown path, wrong method, body too large)
 /// in the one error shape, keeping its status.
 pub async fn render(error: poem::Error) -> Response {
+    if error.is_from_response() {
+        // A typed handler's own answer (an `ApiError`), already in the error shape.
+        return error.into_response();
+    }
     let status = error.status();
+    if status == StatusCode::BAD_REQUEST {
+        return poem::web::Json(parse_failure(&error))
+            .with_status(status)
+            .into_response();
+    }
     let code = match status {
         StatusCode::BAD_REQUEST => "bad_request",
         StatusCode::NOT_FOUND => "not_found",

@@ -31,7 +31,11 @@ impl SomeModelsApi {
     /// List all rows
     ///
     /// Every row of table `some_model`, highest id first.
-    #[oai(path = "/some_models/", method = "get", operation_id = "list_some_models")]
+    #[oai(
+        path = "/some_models/",
+        method = "get",
+        operation_id = "list_some_models"
+    )]
     async fn list(&self, state: Data<&Arc<AppState>>) -> Result<Json<Vec<Row>>, ApiError> {
         let client = state.pool.get().await.map_err(crate::error::Error::from)?;
         Ok(Json(rows::list(&client).await?))

@@ -65,7 +65,13 @@ mod tests {
     #[test]
     fn a_valid_upsert_message_becomes_a_row() {
         let row = decode_upsert(Some(br#"{"id": 5, "name": "smth", "extra": true}"#)).unwrap();
-        assert_eq!(row, Row { id: 5, name: "smth".into() });
+        assert_eq!(
+            row,
+            Row {
+                id: 5,
+                name: "smth".into()
+            }
+        );
     }
 
     #[test]
@@ -84,7 +90,11 @@ mod tests {
         ];
         for (value, reason) in cases {
             let error = decode_upsert(Some(value)).unwrap_err();
-            assert!(error.0.contains(reason), "{}: {error}", String::from_utf8_lossy(value));
+            assert!(
+                error.0.contains(reason),
+                "{}: {error}",
+                String::from_utf8_lossy(value)
+            );
         }
         assert!(decode_upsert(None).is_err());
     }
@@ -104,7 +114,10 @@ mod tests {
 
     #[test]
     fn rows_encode_as_the_django_service_wrote_them() {
-        let value = encode_row(&Row { id: 5, name: "smth".into() });
+        let value = encode_row(&Row {
+            id: 5,
+            name: "smth".into(),
+        });
         assert_eq!(value, br#"{"id":5,"name":"smth"}"#);
     }
 }

@@ -164,7 +164,10 @@ impl PartitionConsumer {
 
     async fn fetch(&mut self) -> Result<Fetched> {
         if self.client.is_none() {
-            let client = self.context.kafka.partition_client(&self.context.topic, self.partition);
+            let client = self
+                .context
+                .kafka
+                .partition_client(&self.context.topic, self.partition);
             self.client = Some(client.await?);
         }
         if self.position.is_none() {
@@ -214,7 +217,9 @@ impl PartitionConsumer {
             None => self.earliest().await?,
         };
         self.position = Some(position);
-        self.context.stats.update(self.partition, |p| p.next_offset = Some(position));
+        self.context
+            .stats
+            .update(self.partition, |p| p.next_offset = Some(position));
         Ok(())
     }
 
@@ -248,7 +253,10 @@ impl PartitionConsumer {
         let worker = self.context.kind.name();
         let topic = self.context.topic.as_str();
         let partition = self.partition;
-        let next = records.last().map(|r| r.offset + 1).expect("a batch is never empty");
+        let next = records
+            .last()
+            .map(|r| r.offset + 1)
+            .expect("a batch is never empty");
         let batch = Batch::decode(self.context.kind, &records, |offset, reason| {
             tracing::warn!(worker, topic, partition, offset, reason = %reason, "skipping invalid record");
         });
@@ -288,7 +296,15 @@ impl PartitionConsumer {
             p.records_applied += valid as u64;
             p.records_invalid += invalid as u64;
         });
-        tracing::debug!(worker, topic, partition, valid, invalid, next_offset = next, "applied batch");
+        tracing::debug!(
+            worker,
+            topic,
+            partition,
+            valid,
+            invalid,
+            next_offset = next,
+            "applied batch"
+        );
         Ok(Step::Applied { valid, invalid })
     }
 }

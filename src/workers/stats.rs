@@ -1,10 +1,7 @@
 //! What each worker reports about itself: its state and, per partition, offsets and counters.
 //! Written by the consumer loops, read by `GET /api/workers/`.
 
-use std::{
-    collections::BTreeMap,
-    sync::Mutex,
-};
+use std::{collections::BTreeMap, sync::Mutex};
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
@@ -135,7 +132,9 @@ impl WorkerStats {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock leaves plain counters behind; they stay usable.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

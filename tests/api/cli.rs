@@ -12,7 +12,10 @@ fn rowsync() -> Command {
 #[test]
 fn a_missing_setting_stops_start_up_with_one_line_naming_it() {
     let output = rowsync()
-        .env("DATABASE_URL", "postgres://postgres:hunter2@127.0.0.1/postgres")
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres:hunter2@127.0.0.1/postgres",
+        )
         .output()
         .expect("running rowsync");
     assert_eq!(output.status.code(), Some(2));
@@ -43,7 +46,10 @@ fn a_malformed_setting_stops_start_up_with_one_line_naming_it() {
 #[test]
 fn an_unreachable_database_fails_start_up_without_printing_the_password() {
     let output = rowsync()
-        .env("DATABASE_URL", "postgres://postgres:hunter2@127.0.0.1:1/postgres")
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres:hunter2@127.0.0.1:1/postgres",
+        )
         .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
         .output()
         .expect("running rowsync");

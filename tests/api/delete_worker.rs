@@ -5,10 +5,17 @@ use crate::helpers::{eventually, pairs, spawn_app};
 #[tokio::test]
 async fn the_delete_worker_deletes_named_rows_ignores_missing_ones_and_skips_invalid_messages() {
     let app = spawn_app().await;
-    app.insert_rows(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")]).await;
+    app.insert_rows(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")])
+        .await;
     let topic = app.settings.topics.delete_topic.clone();
-    app.produce(&topic, 0, &[r#"{"id": 1}"#, r#"{"id": 99}"#, "garbage", r#"{"id": 1}"#]).await;
-    app.produce(&topic, 2, &[r#"{"id": "3"}"#, r#"{"id": 3}"#]).await;
+    app.produce(
+        &topic,
+        0,
+        &[r#"{"id": 1}"#, r#"{"id": 99}"#, "garbage", r#"{"id": 1}"#],
+    )
+    .await;
+    app.produce(&topic, 2, &[r#"{"id": "3"}"#, r#"{"id": 3}"#])
+        .await;
 
     app.start_delete().await;
     eventually("rows 1 and 3 deleted", || async {
@@ -28,8 +35,18 @@ async fn the_delete_worker_deletes_named_rows_ignores_missing_ones_and_skips_inv
 #[tokio::test]
 async fn the_delete_worker_starts_with_post_too_and_stops_on_request() {
     let app = spawn_app().await;
-    app.control("/api/some_models/start_delete_from_kafka", "delete", "running").await;
-    app.control("/api/some_models/start_delete_from_kafka/", "delete", "running").await;
+    app.control(
+        "/api/some_models/start_delete_from_kafka",
+        "delete",
+        "running",
+    )
+    .await;
+    app.control(
+        "/api/some_models/start_delete_from_kafka/",
+        "delete",
+        "running",
+    )
+    .await;
     app.stop_delete().await;
     app.stop_delete().await;
 

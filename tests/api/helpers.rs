@@ -25,7 +25,7 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// Partitions of every test topic.
 pub const PARTITIONS: i32 = 3;
 
-fn database_url() -> String {
+pub fn database_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
@@ -49,7 +49,9 @@ pub struct TestApp {
 pub fn fresh_settings() -> Settings {
     let suffix: String = {
         let mut rng = rand::rng();
-        (0..10).map(|_| char::from(b'a' + rng.random_range(0..26))).collect()
+        (0..10)
+            .map(|_| char::from(b'a' + rng.random_range(0..26)))
+            .collect()
     };
     Settings {
         database: DatabaseSettings {
@@ -88,12 +90,14 @@ pub async fn spawn_app() -> TestApp {
 impl TestApp {
     /// Starts the app with these settings (a restart passes the previous app's settings).
     pub async fn start(settings: Settings) -> TestApp {
-        let app = Application::build(settings.clone()).await.unwrap_or_else(|e| {
-            panic!(
-                "the app did not start: {e:#}\n\
+        let app = Application::build(settings.clone())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the app did not start: {e:#}\n\
                  Are PostgreSQL and the broker up? Run scripts/dev-deps."
-            )
-        });
+                )
+            });
         let address = format!("http://127.0.0.1:{}", app.port());
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
@@ -168,15 +172,27 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).send().await.expect("GET sent")
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET sent")
     }
 
     pub async fn post(&self, path: &str) -> reqwest::Response {
-        self.http.post(self.url(path)).send().await.expect("POST sent")
+        self.http
+            .post(self.url(path))
+            .send()
+            .await
+            .expect("POST sent")
     }
 
     pub async fn delete(&self, path: &str) -> reqwest::Response {
-        self.http.delete(self.url(path)).send().await.expect("DELETE sent")
+        self.http
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE sent")
     }
 
     /// `GET /api/some_models/`, asserting 200.
@@ -196,15 +212,27 @@ impl TestApp {
     }
 
     pub async fn start_upcreate(&self) {
-        self.control("/api/some_models/start_upcreate_from_kafka/", "upcreate", "running").await;
+        self.control(
+            "/api/some_models/start_upcreate_from_kafka/",
+            "upcreate",
+            "running",
+        )
+        .await;
     }
 
     pub async fn stop_upcreate(&self) {
-        self.control("/api/some_models/stop_upcreate_from_kafka/", "upcreate", "stopped").await;
+        self.control(
+            "/api/some_models/stop_upcreate_from_kafka/",
+            "upcreate",
+            "stopped",
+        )
+        .await;
     }
 
     pub async fn start_delete(&self) {
-        let response = self.delete("/api/some_models/start_delete_from_kafka/").await;
+        let response = self
+            .delete("/api/some_models/start_delete_from_kafka/")
+            .await;
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.expect("JSON body");
         assert_eq!(body["worker"], "delete");
@@ -212,7 +240,12 @@ impl TestApp {
     }
 
     pub async fn stop_delete(&self) {
-        self.control("/api/some_models/stop_delete_from_kafka/", "delete", "stopped").await;
+        self.control(
+            "/api/some_models/stop_delete_from_kafka/",
+            "delete",
+            "stopped",
+        )
+        .await;
     }
 
     /// `GET /api/workers/{name}/` as JSON.
@@ -237,7 +270,10 @@ impl TestApp {
     pub async fn insert_rows(&self, rows: &[(i64, &str)]) {
         for (id, name) in rows {
             self.db
-                .execute("INSERT INTO some_model (id, name) VALUES ($1, $2)", &[id, name])
+                .execute(
+                    "INSERT INTO some_model (id, name) VALUES ($1, $2)",
+                    &[id, name],
+                )
                 .await
                 .expect("inserting a row");
         }
@@ -274,7 +310,10 @@ impl TestApp {
                 .partition_client(topic, partition, UnknownTopicHandling::Retry)
                 .await
                 .expect("partition client");
-            let end = client.get_offset(OffsetAt::Latest).await.expect("latest offset");
+            let end = client
+                .get_offset(OffsetAt::Latest)
+                .await
+                .expect("latest offset");
             let mut offset = 0;
             while offset < end {
                 let (records, _) = client

@@ -5,6 +5,7 @@ mod cli;
 mod delete_worker;
 mod errors;
 mod helpers;
+mod migrations;
 mod openapi;
 mod response_log;
 mod rows;

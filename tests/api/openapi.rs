@@ -35,14 +35,23 @@ fn the_spec_documents_every_operation() {
     ] {
         let operation = &paths[path][method];
         assert!(operation.is_object(), "{method} {path} is missing");
-        assert!(operation["summary"].is_string(), "{method} {path} has no summary");
-        assert!(operation["operationId"].is_string(), "{method} {path} has no operationId");
+        assert!(
+            operation["summary"].is_string(),
+            "{method} {path} has no summary"
+        );
+        assert!(
+            operation["operationId"].is_string(),
+            "{method} {path} has no operationId"
+        );
     }
     let write = &paths["/api/some_models/{id}/write_to_kafka"]["post"];
     assert_eq!(write["parameters"][0]["name"], "id");
     assert_eq!(write["parameters"][0]["schema"]["format"], "int64");
     for status in ["200", "400", "404", "503"] {
-        assert!(write["responses"][status].is_object(), "write_to_kafka lacks {status}");
+        assert!(
+            write["responses"][status].is_object(),
+            "write_to_kafka lacks {status}"
+        );
     }
 }
 
@@ -57,6 +66,9 @@ async fn the_service_serves_the_spec_and_swagger_ui() {
 
     let response = app.get("/docs").await;
     assert_eq!(response.status(), 200);
-    assert!(response.text().await.unwrap().contains("swagger"), "Swagger UI page");
+    assert!(
+        response.text().await.unwrap().contains("swagger"),
+        "Swagger UI page"
+    );
     app.cleanup().await;
 }

@@ -65,7 +65,11 @@ async fn every_api_response_is_published_with_url_method_status_and_body() {
     assert_eq!(wrong_method["status"], 405);
     assert_eq!(wrong_method["data"]["error"], "method_not_allowed");
 
-    assert_eq!(records.len(), 8, "exactly one record per /api response: {records:#?}");
+    assert_eq!(
+        records.len(),
+        8,
+        "exactly one record per /api response: {records:#?}"
+    );
     for record in &records {
         assert!(record.get("truncated").is_none(), "{record}");
     }
@@ -91,8 +95,10 @@ async fn a_body_too_large_for_a_kafka_message_is_logged_as_truncated_without_dat
     let records = logged(&app, 1).await;
     assert_eq!(
         records,
-        [json!({"url": "/api/some_models/", "request_method": "GET", "status": 200,
-                "data": null, "truncated": true})]
+        [
+            json!({"url": "/api/some_models/", "request_method": "GET", "status": 200,
+                "data": null, "truncated": true})
+        ]
     );
     app.cleanup().await;
 }

@@ -8,7 +8,8 @@ use crate::helpers::{pairs, spawn_app, PARTITIONS};
 #[tokio::test]
 async fn listing_returns_every_row_highest_id_first_with_or_without_the_trailing_slash() {
     let app = spawn_app().await;
-    app.insert_rows(&[(1, "a"), (3, "c"), (2, "b"), (-4, "minus")]).await;
+    app.insert_rows(&[(1, "a"), (3, "c"), (2, "b"), (-4, "minus")])
+        .await;
 
     for path in ["/api/some_models/", "/api/some_models"] {
         let response = app.get(path).await;
@@ -40,7 +41,12 @@ async fn start_up_creates_missing_topics_with_the_configured_partitions() {
     let app = spawn_app().await;
     let topics = app.kafka.list_topics().await.unwrap();
     let t = &app.settings.topics;
-    for name in [&t.updates_topic, &t.delete_topic, &t.objects_to_kafka_topic, &t.rest_log_topic] {
+    for name in [
+        &t.updates_topic,
+        &t.delete_topic,
+        &t.objects_to_kafka_topic,
+        &t.rest_log_topic,
+    ] {
         let topic = topics.iter().find(|topic| &topic.name == name);
         let topic = topic.unwrap_or_else(|| panic!("topic {name} was not created"));
         assert_eq!(topic.partitions.len(), PARTITIONS as usize, "{name}");
@@ -57,13 +63,17 @@ async fn write_to_kafka_publishes_the_row_keyed_by_its_id_on_the_java_clients_pa
     for (index, (id, name)) in rows.iter().enumerate() {
         // Alternate the two spellings of the path.
         let slash = if index % 2 == 0 { "/" } else { "" };
-        let response = app.post(&format!("/api/some_models/{id}/write_to_kafka{slash}")).await;
+        let response = app
+            .post(&format!("/api/some_models/{id}/write_to_kafka{slash}"))
+            .await;
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
         assert_eq!(body, json!({"id": id, "name": name}));
     }
 
-    let mut published = app.read_topic(&app.settings.topics.objects_to_kafka_topic).await;
+    let mut published = app
+        .read_topic(&app.settings.topics.objects_to_kafka_topic)
+        .await;
     published.sort_by_key(|(_, r)| r.record.timestamp);
     assert_eq!(published.len(), rows.len(), "one record per call");
     for (id, name) in rows {
@@ -91,7 +101,10 @@ async fn write_to_kafka_of_a_missing_row_is_a_json_404_and_publishes_nothing() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "not_found");
     assert!(body["message"].as_str().unwrap().contains("77"), "{body}");
-    assert!(app.read_topic(&app.settings.topics.objects_to_kafka_topic).await.is_empty());
+    assert!(app
+        .read_topic(&app.settings.topics.objects_to_kafka_topic)
+        .await
+        .is_empty());
     app.cleanup().await;
 }
 
@@ -99,7 +112,9 @@ async fn write_to_kafka_of_a_missing_row_is_a_json_404_and_publishes_nothing() {
 async fn write_to_kafka_with_an_id_that_is_not_an_int64_is_a_json_400_naming_id() {
     let app = spawn_app().await;
     for id in ["abc", "1.5", "9223372036854775808", "%20"] {
-        let response = app.post(&format!("/api/some_models/{id}/write_to_kafka/")).await;
+        let response = app
+            .post(&format!("/api/some_models/{id}/write_to_kafka/"))
+            .await;
         assert_eq!(response.status(), 400, "{id}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], "bad_request", "{id}: {body}");
@@ -113,7 +128,8 @@ async fn write_to_kafka_with_an_id_that_is_not_an_int64_is_a_json_400_naming_id(
 async fn rows_written_by_sql_are_listed_exactly() {
     let app = spawn_app().await;
     let long_name = "я".repeat(200);
-    app.insert_rows(&[(i64::MAX, &long_name), (i64::MIN, "min")]).await;
+    app.insert_rows(&[(i64::MAX, &long_name), (i64::MIN, "min")])
+        .await;
     assert_eq!(
         pairs(&app.rows().await),
         [(i64::MAX, long_name.clone()), (i64::MIN, "min".to_owned())]

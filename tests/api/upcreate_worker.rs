@@ -22,7 +22,8 @@ async fn the_upsert_worker_inserts_new_ids_and_renames_existing_ones() {
     let app = spawn_app().await;
     app.insert_rows(&[(1, "old"), (3, "untouched")]).await;
     let topic = app.settings.topics.updates_topic.clone();
-    app.produce(&topic, 0, &[&update(1, "new"), &update(2, "two")]).await;
+    app.produce(&topic, 0, &[&update(1, "new"), &update(2, "two")])
+        .await;
 
     app.start_upcreate().await;
     wait_for_rows(&app, &[(3, "untouched"), (2, "two"), (1, "new")]).await;
@@ -37,7 +38,13 @@ async fn several_updates_to_one_id_in_one_batch_leave_the_last_one() {
     app.produce(
         &topic,
         0,
-        &[&update(7, "a"), &update(7, "b"), &update(8, "x"), &update(7, "c"), &update(8, "y")],
+        &[
+            &update(7, "a"),
+            &update(7, "b"),
+            &update(8, "x"),
+            &update(7, "c"),
+            &update(8, "y"),
+        ],
     )
     .await;
 
@@ -52,7 +59,8 @@ async fn messages_on_every_partition_are_applied() {
     let app = spawn_app().await;
     let topic = app.settings.topics.updates_topic.clone();
     app.produce(&topic, 0, &[&update(10, "p0")]).await;
-    app.produce(&topic, 1, &[&update(11, "p1"), &update(12, "p1 too")]).await;
+    app.produce(&topic, 1, &[&update(11, "p1"), &update(12, "p1 too")])
+        .await;
     app.produce(&topic, 2, &[&update(13, "p2")]).await;
 
     app.start_upcreate().await;
@@ -86,10 +94,23 @@ async fn invalid_messages_are_skipped_and_counted_without_blocking_the_messages_
         ],
     )
     .await;
-    app.produce(&topic, 1, &[r#"{"name": "no id"}"#, &update(3, "other partition")]).await;
+    app.produce(
+        &topic,
+        1,
+        &[r#"{"name": "no id"}"#, &update(3, "other partition")],
+    )
+    .await;
 
     app.start_upcreate().await;
-    wait_for_rows(&app, &[(3, "other partition"), (2, "after the bad ones"), (1, "first")]).await;
+    wait_for_rows(
+        &app,
+        &[
+            (3, "other partition"),
+            (2, "after the bad ones"),
+            (1, "first"),
+        ],
+    )
+    .await;
     eventually("6 invalid and 3 applied records counted", || async {
         let invalid = app.worker_total("upcreate", "records_invalid").await;
         let applied = app.worker_total("upcreate", "records_applied").await;
@@ -118,11 +139,22 @@ async fn stopping_the_upsert_worker_leaves_later_messages_unapplied_until_it_sta
 
     // A re-applied first message would overwrite this.
     app.db
-        .execute("UPDATE some_model SET name = 'edited by hand' WHERE id = 1", &[])
+        .execute(
+            "UPDATE some_model SET name = 'edited by hand' WHERE id = 1",
+            &[],
+        )
         .await
         .unwrap();
     app.start_upcreate().await;
-    wait_for_rows(&app, &[(3, "while stopped"), (2, "while stopped"), (1, "edited by hand")]).await;
+    wait_for_rows(
+        &app,
+        &[
+            (3, "while stopped"),
+            (2, "while stopped"),
+            (1, "edited by hand"),
+        ],
+    )
+    .await;
     app.cleanup().await;
 }
 
@@ -144,7 +176,11 @@ async fn a_restarted_service_resumes_after_the_last_applied_message() {
     app.start_upcreate().await;
     wait_for_rows(
         &app,
-        &[(3, "after restart"), (2, "edited by hand"), (1, "edited by hand")],
+        &[
+            (3, "after restart"),
+            (2, "edited by hand"),
+            (1, "edited by hand"),
+        ],
     )
     .await;
     assert_eq!(app.worker_total("upcreate", "records_applied").await, 1);
@@ -159,7 +195,11 @@ async fn starting_a_running_worker_keeps_its_one_loop_and_stopping_a_stopped_one
     let since = app.worker("upcreate").await["since"].clone();
     app.start_upcreate().await;
     app.start_upcreate().await;
-    assert_eq!(app.worker("upcreate").await["since"], since, "a second start restarted the worker");
+    assert_eq!(
+        app.worker("upcreate").await["since"],
+        since,
+        "a second start restarted the worker"
+    );
 
     let topic = app.settings.topics.updates_topic.clone();
     app.produce(&topic, 1, &[&update(1, "once")]).await;
@@ -171,5 +211,35 @@ async fn starting_a_running_worker_keeps_its_one_loop_and_stopping_a_stopped_one
     app.produce(&topic, 1, &[&update(1, "after stop")]).await;
     assert_eq!(app.worker("upcreate").await["state"], "stopped");
     assert_eq!(pairs(&app.rows().await), [(1, "once".to_owned())]);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_stored_offset_beyond_the_end_of_the_partition_restarts_from_the_earliest_offset() {
+    let app = spawn_app().await;
+    let topic = app.settings.topics.updates_topic.clone();
+    // As if the topic had been recreated after the worker consumed 1,000 records of it.
+    app.db
+        .execute(
+            "INSERT INTO kafka_offsets (worker, topic, partition, next_offset) VALUES ('upcreate', $1, 0, 1000)",
+            &[&topic],
+        )
+        .await
+        .unwrap();
+    app.produce(&topic, 0, &[&update(1, "in the new topic")])
+        .await;
+
+    app.start_upcreate().await;
+    wait_for_rows(&app, &[(1, "in the new topic")]).await;
+    let stored: i64 = app
+        .db
+        .query_one(
+            "SELECT next_offset FROM kafka_offsets WHERE worker = 'upcreate' AND topic = $1 AND partition = 0",
+            &[&topic],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1);
     app.cleanup().await;
 }
