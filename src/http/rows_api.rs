@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::{param::Path, payload::Json, Object, OpenApi};
+use poem_openapi::{param::Path, payload::Json, ApiResponse, Object, OpenApi};
 
 use super::{error::ApiError, ApiTags, AppState};
 use crate::{
@@ -23,6 +23,30 @@ pub struct WorkerStateBody {
     pub state: WorkerState,
 }
 
+/// Answer of `GET /api/some_models/`.
+#[derive(ApiResponse)]
+pub enum RowsResponse {
+    /// Every row, highest id first.
+    #[oai(status = 200)]
+    Ok(Json<Vec<Row>>),
+}
+
+/// Answer of `write_to_kafka`.
+#[derive(ApiResponse)]
+pub enum PublishedRowResponse {
+    /// The row, as published and acknowledged by Kafka.
+    #[oai(status = 200)]
+    Ok(Json<Row>),
+}
+
+/// Answer of a worker start or stop.
+#[derive(ApiResponse)]
+pub enum WorkerStateResponse {
+    /// The worker and its state now.
+    #[oai(status = 200)]
+    Ok(Json<WorkerStateBody>),
+}
+
 /// Rows of table `some_model` and the workers that keep them in step with Kafka.
 pub struct SomeModelsApi;
 
@@ -36,9 +60,9 @@ impl SomeModelsApi {
         method = "get",
         operation_id = "list_some_models"
     )]
-    async fn list(&self, state: Data<&Arc<AppState>>) -> Result<Json<Vec<Row>>, ApiError> {
+    async fn list(&self, state: Data<&Arc<AppState>>) -> Result<RowsResponse, ApiError> {
         let client = state.pool.get().await.map_err(crate::error::Error::from)?;
-        Ok(Json(rows::list(&client).await?))
+        Ok(RowsResponse::Ok(Json(rows::list(&client).await?)))
     }
 
     /// Start the upsert worker
@@ -51,7 +75,7 @@ impl SomeModelsApi {
         method = "post",
         operation_id = "start_upcreate_from_kafka"
     )]
-    async fn start_upcreate(&self, state: Data<&Arc<AppState>>) -> Json<WorkerStateBody> {
+    async fn start_upcreate(&self, state: Data<&Arc<AppState>>) -> WorkerStateResponse {
         start(&state, WorkerKind::Upcreate).await
     }
 
@@ -64,7 +88,7 @@ impl SomeModelsApi {
         method = "post",
         operation_id = "stop_upcreate_from_kafka"
     )]
-    async fn stop_upcreate(&self, state: Data<&Arc<AppState>>) -> Json<WorkerStateBody> {
+    async fn stop_upcreate(&self, state: Data<&Arc<AppState>>) -> WorkerStateResponse {
         stop(&state, WorkerKind::Upcreate).await
     }
 
@@ -77,7 +101,7 @@ impl SomeModelsApi {
         method = "delete",
         operation_id = "start_delete_from_kafka"
     )]
-    async fn start_delete(&self, state: Data<&Arc<AppState>>) -> Json<WorkerStateBody> {
+    async fn start_delete(&self, state: Data<&Arc<AppState>>) -> WorkerStateResponse {
         start(&state, WorkerKind::Delete).await
     }
 
@@ -89,7 +113,7 @@ impl SomeModelsApi {
         method = "post",
         operation_id = "start_delete_from_kafka_post"
     )]
-    async fn start_delete_post(&self, state: Data<&Arc<AppState>>) -> Json<WorkerStateBody> {
+    async fn start_delete_post(&self, state: Data<&Arc<AppState>>) -> WorkerStateResponse {
         start(&state, WorkerKind::Delete).await
     }
 
@@ -102,7 +126,7 @@ impl SomeModelsApi {
         method = "post",
         operation_id = "stop_delete_from_kafka"
     )]
-    async fn stop_delete(&self, state: Data<&Arc<AppState>>) -> Json<WorkerStateBody> {
+    async fn stop_delete(&self, state: Data<&Arc<AppState>>) -> WorkerStateResponse {
         stop(&state, WorkerKind::Delete).await
     }
 
@@ -121,7 +145,7 @@ impl SomeModelsApi {
         state: Data<&Arc<AppState>>,
         /// The row's id.
         id: Path<i64>,
-    ) -> Result<Json<Row>, ApiError> {
+    ) -> Result<PublishedRowResponse, ApiError> {
         let client = state.pool.get().await.map_err(crate::error::Error::from)?;
         let row = rows::get(&client, id.0)
             .await?
@@ -131,22 +155,22 @@ impl SomeModelsApi {
             .objects
             .send_keyed(row.id.to_string().into_bytes(), codec::encode_row(&row))
             .await?;
-        Ok(Json(row))
+        Ok(PublishedRowResponse::Ok(Json(row)))
     }
 }
 
-async fn start(state: &AppState, kind: WorkerKind) -> Json<WorkerStateBody> {
+async fn start(state: &AppState, kind: WorkerKind) -> WorkerStateResponse {
     let worker_state = state.registry.start(kind).await;
-    Json(WorkerStateBody {
+    WorkerStateResponse::Ok(Json(WorkerStateBody {
         worker: kind.name().to_owned(),
         state: worker_state,
-    })
+    }))
 }
 
-async fn stop(state: &AppState, kind: WorkerKind) -> Json<WorkerStateBody> {
+async fn stop(state: &AppState, kind: WorkerKind) -> WorkerStateResponse {
     let worker_state = state.registry.stop(kind).await;
-    Json(WorkerStateBody {
+    WorkerStateResponse::Ok(Json(WorkerStateBody {
         worker: kind.name().to_owned(),
         state: worker_state,
-    })
+    }))
 }
