@@ -77,7 +77,7 @@ impl Application {
         let registry = Arc::new(WorkerRegistry::new(
             WorkerDeps {
                 pool: pool.clone(),
-                kafka,
+                kafka: kafka.clone(),
                 topics: HashMap::from([
                     (WorkerKind::Upcreate, topics.updates_topic.clone()),
                     (WorkerKind::Delete, topics.delete_topic.clone()),
@@ -102,6 +102,7 @@ impl Application {
             state: Arc::new(AppState {
                 pool,
                 registry,
+                kafka,
                 objects,
             }),
             response_log,

@@ -90,3 +90,31 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Whether every embedded migration has been applied to the configured schema.
+pub async fn migrations_applied(client: &deadpool_postgres::Client) -> crate::error::Result<bool> {
+    let latest = embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .max()
+        .unwrap_or_default();
+    // Before the first migration the history table does not exist: not applied.
+    let row = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    if !row.get::<_, bool>(0) {
+        return Ok(false);
+    }
+    let applied: Option<i64> = client
+        .query_one(
+            "SELECT max(version)::bigint FROM refinery_schema_history",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(applied.is_some_and(|v| v >= i64::from(latest)))
+}

@@ -2,6 +2,7 @@
 //! `/openapi.json`, trailing-slash normalisation, JSON errors and the response log.
 
 pub mod error;
+pub mod health_api;
 pub mod response_log;
 pub mod rows_api;
 pub mod workers_api;
@@ -15,13 +16,18 @@ use poem::{
 };
 use poem_openapi::{OpenApiService, Tags};
 
-use crate::{kafka::producer::TopicProducer, workers::WorkerRegistry};
+use crate::{
+    kafka::{producer::TopicProducer, Kafka},
+    workers::WorkerRegistry,
+};
 use response_log::ResponseLog;
 
 /// What the handlers share.
 pub struct AppState {
     pub pool: Pool,
     pub registry: Arc<WorkerRegistry>,
+    /// For readiness checks.
+    pub kafka: Kafka,
     /// Producer for `OBJECTS_TO_KAFKA_TOPIC`.
     pub objects: Arc<TopicProducer>,
 }
@@ -33,12 +39,29 @@ pub enum ApiTags {
     SomeModels,
     /// What the background workers are doing.
     Workers,
+    /// Liveness and readiness for orchestrators.
+    Health,
 }
 
-/// The API's services, without state: enough to produce the spec.
-pub fn api_service() -> OpenApiService<(rows_api::SomeModelsApi, workers_api::WorkersApi), ()> {
+/// The API's operations (their paths carry `/api` or `/health`), without state: enough to
+/// produce the spec.
+pub type ApiService = OpenApiService<
+    (
+        rows_api::SomeModelsApi,
+        workers_api::WorkersApi,
+        health_api::HealthApi,
+    ),
+    (),
+>;
+
+/// The API's services.
+pub fn api_service() -> ApiService {
     OpenApiService::new(
-        (rows_api::SomeModelsApi, workers_api::WorkersApi),
+        (
+            rows_api::SomeModelsApi,
+            workers_api::WorkersApi,
+            health_api::HealthApi,
+        ),
         "rowsync",
         env!("CARGO_PKG_VERSION"),
     )
@@ -47,7 +70,6 @@ pub fn api_service() -> OpenApiService<(rows_api::SomeModelsApi, workers_api::Wo
          Every path works with and without its trailing slash. \
          Every response under `/api` is also published to the response-log topic.",
     )
-    .url_prefix("/api")
 }
 
 /// The spec as served at `/openapi.json` and committed as `openapi/openapi.json`.
@@ -60,12 +82,16 @@ pub fn endpoint(state: Arc<AppState>, log: ResponseLog) -> impl Endpoint {
     let service = api_service();
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
-    let api = service
-        .with(NormalizePath::new(TrailingSlash::Trim))
-        .catch_all_error(error::render)
+    let operations = Arc::new(
+        service
+            .with(NormalizePath::new(TrailingSlash::Trim))
+            .catch_all_error(error::render),
+    );
+    let logged = Arc::clone(&operations)
         .around(move |next, req| response_log::log_response(log.clone(), next, req));
     Route::new()
-        .nest("/api", api)
+        .nest_no_strip("/api", logged)
+        .nest_no_strip("/health", operations)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .catch_all_error(error::render)

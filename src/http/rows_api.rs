@@ -50,7 +50,7 @@ pub enum WorkerStateResponse {
 /// Rows of table `some_model` and the workers that keep them in step with Kafka.
 pub struct SomeModelsApi;
 
-#[OpenApi(tag = "ApiTags::SomeModels")]
+#[OpenApi(prefix_path = "/api", tag = "ApiTags::SomeModels")]
 impl SomeModelsApi {
     /// List all rows
     ///

@@ -27,7 +27,7 @@ pub enum WorkerResponse {
 /// Reports of the background workers.
 pub struct WorkersApi;
 
-#[OpenApi(tag = "ApiTags::Workers")]
+#[OpenApi(prefix_path = "/api", tag = "ApiTags::Workers")]
 impl WorkersApi {
     /// List workers
     ///

@@ -86,6 +86,12 @@ impl Kafka {
         Ok(())
     }
 
+    /// Succeeds when a broker answers a metadata request.
+    pub async fn ping(&self) -> Result<()> {
+        bounded("listing topics", self.timeout, self.client.list_topics()).await?;
+        Ok(())
+    }
+
     /// The partition ids of `topic`, as the broker reports them now.
     pub async fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
         let topics = bounded("listing topics", self.timeout, self.client.list_topics()).await?;

@@ -4,6 +4,7 @@
 mod cli;
 mod delete_worker;
 mod errors;
+mod health;
 mod helpers;
 mod migrations;
 mod openapi;

@@ -32,6 +32,8 @@ fn the_spec_documents_every_operation() {
         ("/api/some_models/{id}/write_to_kafka", "post"),
         ("/api/workers", "get"),
         ("/api/workers/{name}", "get"),
+        ("/health/live", "get"),
+        ("/health/ready", "get"),
     ] {
         let operation = &paths[path][method];
         assert!(operation.is_object(), "{method} {path} is missing");
