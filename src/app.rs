@@ -16,7 +16,7 @@ use crate::{
     db,
     http::{self, response_log::ResponseLog, AppState},
     kafka::{producer::TopicProducer, Kafka},
-    workers::{WorkerDeps, WorkerKind, WorkerRegistry},
+    workers::{dead_letter::DeadLetterQueue, WorkerDeps, WorkerKind, WorkerRegistry},
 };
 
 /// Records the response-log queue holds before it drops new ones.
@@ -47,14 +47,24 @@ impl Application {
             .await
             .context("connecting to Kafka")?;
         let topics = &settings.topics;
+        let sources = [
+            (WorkerKind::Upcreate, topics.updates_topic.clone()),
+            (WorkerKind::Delete, topics.delete_topic.clone()),
+        ];
+        let dead_letter_topics: Vec<(WorkerKind, Option<String>)> = sources
+            .iter()
+            .map(|(kind, source)| (*kind, topics.dead_letter_topic(source)))
+            .collect();
+        let mut all_topics: Vec<&str> = vec![
+            &topics.updates_topic,
+            &topics.delete_topic,
+            &topics.objects_to_kafka_topic,
+            &topics.rest_log_topic,
+        ];
+        all_topics.extend(dead_letter_topics.iter().filter_map(|(_, t)| t.as_deref()));
         kafka
             .ensure_topics(
-                &[
-                    &topics.updates_topic,
-                    &topics.delete_topic,
-                    &topics.objects_to_kafka_topic,
-                    &topics.rest_log_topic,
-                ],
+                &all_topics,
                 settings.kafka.topic_partitions,
                 settings.kafka.topic_replication_factor,
             )
@@ -73,18 +83,30 @@ impl Application {
         let (response_log, stats, response_log_task) =
             ResponseLog::spawn(rest_log, RESPONSE_LOG_QUEUE);
 
+        let mut dead_letters = HashMap::new();
+        for (kind, topic) in dead_letter_topics {
+            let producer = match topic {
+                Some(topic) => Some(Arc::new(
+                    TopicProducer::connect(&kafka, &topic)
+                        .await
+                        .with_context(|| format!("connecting to dead-letter topic {topic}"))?,
+                )),
+                None => None,
+            };
+            dead_letters.insert(kind, DeadLetterQueue::new(producer));
+        }
+
         let root = CancellationToken::new();
         let registry = Arc::new(WorkerRegistry::new(
             WorkerDeps {
                 pool: pool.clone(),
                 kafka: kafka.clone(),
-                topics: HashMap::from([
-                    (WorkerKind::Upcreate, topics.updates_topic.clone()),
-                    (WorkerKind::Delete, topics.delete_topic.clone()),
-                ]),
+                topics: HashMap::from(sources),
+                dead_letters,
             },
             root.clone(),
         ));
+        registry.restore().await.context("resuming workers")?;
 
         let acceptor = TcpListener::bind(settings.listen_addr)
             .into_acceptor()

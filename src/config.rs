@@ -97,6 +97,33 @@ pub struct TopicSettings {
     /// Topic every REST response under `/api` is logged to.
     #[arg(long, env = "REST_LOG_TOPIC", default_value = "django-responses")]
     pub rest_log_topic: String,
+    /// Whether records a worker cannot apply go to a dead-letter topic (`false`: logged,
+    /// counted and skipped).
+    #[arg(long, env = "DEAD_LETTER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dead_letter_enabled: bool,
+    /// Dead-letter topic of the upsert worker (default `<UPDATES_TOPIC>.dlq`).
+    #[arg(long, env = "UPDATES_DLQ_TOPIC")]
+    pub updates_dlq_topic: Option<String>,
+    /// Dead-letter topic of the delete worker (default `<DELETE_TOPIC>.dlq`).
+    #[arg(long, env = "DELETE_DLQ_TOPIC")]
+    pub delete_dlq_topic: Option<String>,
+}
+
+impl TopicSettings {
+    /// The dead-letter topic for records of `source`, unless dead-lettering is off.
+    pub fn dead_letter_topic(&self, source: &str) -> Option<String> {
+        if !self.dead_letter_enabled {
+            return None;
+        }
+        let configured = if source == self.updates_topic {
+            self.updates_dlq_topic.clone()
+        } else if source == self.delete_topic {
+            self.delete_dlq_topic.clone()
+        } else {
+            None
+        };
+        Some(configured.unwrap_or_else(|| format!("{source}.dlq")))
+    }
 }
 
 impl DatabaseSettings {

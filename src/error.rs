@@ -33,6 +33,16 @@ pub enum Error {
         topic: String,
         partition: i32,
     },
+    /// PostgreSQL refused a record of a batch (a constraint, a data exception); the batch is
+    /// applied again with the refused records isolated.
+    #[error("PostgreSQL refused a record: {0}")]
+    RowRejected(String),
+    /// The request names something that does not fit (a partition the topic lacks, say).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The operation needs the worker stopped.
+    #[error("worker {0} is running; stop it first")]
+    WorkerRunning(&'static str),
     /// The broker does not know the topic, or it has no partitions.
     #[error("topic {0} has no partitions")]
     NoPartitions(String),

@@ -1,8 +1,9 @@
 //! PostgreSQL: the connection pool and the embedded migrations.
-//! The SQL for rows and stored offsets lives in [`rows`] and [`offsets`].
+//! The SQL lives in [`rows`], [`offsets`] and [`workers`].
 
 pub mod offsets;
 pub mod rows;
+pub mod workers;
 
 use std::time::Duration;
 

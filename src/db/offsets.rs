@@ -51,3 +51,26 @@ pub async fn advance(
         .await?;
     Ok(changed == 1)
 }
+
+/// Overwrites the stored next offsets of `worker` on `topic` (used to reset a stopped worker).
+pub async fn store(
+    client: &impl GenericClient,
+    worker: &str,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> Result<()> {
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO kafka_offsets (worker, topic, partition, next_offset) \
+             SELECT $1, $2, p, o FROM unnest($3::integer[], $4::bigint[]) AS t(p, o) \
+             ON CONFLICT (worker, topic, partition) DO UPDATE \
+             SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+        )
+        .await?;
+    let partitions: Vec<i32> = offsets.iter().map(|(p, _)| *p).collect();
+    let next: Vec<i64> = offsets.iter().map(|(_, o)| *o).collect();
+    client
+        .execute(&statement, &[&worker, &topic, &partitions, &next])
+        .await?;
+    Ok(())
+}

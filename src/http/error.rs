@@ -8,8 +8,8 @@ use poem_openapi::{payload::Json, ApiResponse, Object};
 /// An error answer.
 #[derive(Debug, Clone, Object, serde::Serialize)]
 pub struct ErrorBody {
-    /// A stable code: `bad_request`, `not_found`, `method_not_allowed`, `payload_too_large`,
-    /// `unavailable` or `internal`.
+    /// A stable code: `bad_request`, `unauthorized`, `not_found`, `method_not_allowed`,
+    /// `conflict`, `payload_too_large`, `unavailable` or `internal`.
     pub error: String,
     /// What went wrong, for people.
     pub message: String,
@@ -28,21 +28,40 @@ pub enum ApiError {
     /// The thing asked for does not exist.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The request conflicts with the current state (for example, the worker is running).
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
     /// A dependency (PostgreSQL or Kafka) is unreachable or too slow; retry later.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
 
 impl ApiError {
+    /// 400 naming the field at fault.
+    pub fn bad_request(field: &str, message: impl Into<String>) -> Self {
+        Self::BadRequest(Json(body(
+            "bad_request",
+            message.into(),
+            Some(field.to_owned()),
+        )))
+    }
+
     /// 404 with a message.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::NotFound(Json(body("not_found", message.into(), None)))
     }
 }
 
-/// Dependency failures become 503: every library error is PostgreSQL or Kafka failing.
+/// Library errors: a running worker is a 409; everything else is PostgreSQL or Kafka failing, a 503.
 impl From<crate::error::Error> for ApiError {
     fn from(error: crate::error::Error) -> Self {
+        match error {
+            crate::error::Error::WorkerRunning(_) => {
+                return Self::Conflict(Json(body("conflict", error.to_string(), None)));
+            }
+            crate::error::Error::BadRequest(message) => return Self::bad_request("to", message),
+            _ => {}
+        }
         tracing::error!(error = %error, "request failed on a dependency");
         Self::Unavailable(Json(body(
             "unavailable",
@@ -54,11 +73,12 @@ impl From<crate::error::Error> for ApiError {
 
 /// The body of a 400 for a request poem-openapi could not parse, naming the parameter at fault.
 fn parse_failure(error: &poem::Error) -> ErrorBody {
-    use poem_openapi::error::{ParseParamError, ParsePathError};
+    use poem_openapi::error::{ParseParamError, ParsePathError, ParseRequestPayloadError};
     let field = error
         .downcast_ref::<ParsePathError>()
         .map(|e| param_name(e.name))
         .or_else(|| error.downcast_ref::<ParseParamError>().map(|e| e.name))
+        .or_else(|| error.is::<ParseRequestPayloadError>().then_some("body"))
         .map(str::to_owned);
     let message = match &field {
         Some(name) if name == "id" => "id must be an integer between -2^63 and 2^63-1".to_owned(),

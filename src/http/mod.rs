@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use poem::{
+    http::{header::CONTENT_LENGTH, StatusCode},
     middleware::{NormalizePath, TrailingSlash},
-    Endpoint, EndpointExt, Route,
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
 };
 use poem_openapi::{OpenApiService, Tags};
 
@@ -21,6 +22,9 @@ use crate::{
     workers::WorkerRegistry,
 };
 use response_log::ResponseLog;
+
+/// Largest request body accepted; larger ones get 413. Every body of this API is tiny.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What the handlers share.
 pub struct AppState {
@@ -85,6 +89,7 @@ pub fn endpoint(state: Arc<AppState>, log: ResponseLog) -> impl Endpoint {
     let operations = Arc::new(
         service
             .with(NormalizePath::new(TrailingSlash::Trim))
+            .around(limit_body)
             .catch_all_error(error::render),
     );
     let logged = Arc::clone(&operations)
@@ -96,4 +101,21 @@ pub fn endpoint(state: Arc<AppState>, log: ResponseLog) -> impl Endpoint {
         .at("/openapi.json", spec)
         .catch_all_error(error::render)
         .data(state)
+}
+
+/// Refuses a body declared larger than [`MAX_BODY_BYTES`] with 413 before reading it.
+/// (poem's `SizeLimit` also refuses bodiless requests without `Content-Length`, with 411.)
+async fn limit_body<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Err(poem::Error::from_string(
+            format!("request body over {MAX_BODY_BYTES} bytes"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ));
+    }
+    next.call(req).await.map(IntoResponse::into_response)
 }

@@ -75,7 +75,10 @@ impl SomeModelsApi {
         method = "post",
         operation_id = "start_upcreate_from_kafka"
     )]
-    async fn start_upcreate(&self, state: Data<&Arc<AppState>>) -> WorkerStateResponse {
+    async fn start_upcreate(
+        &self,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<WorkerStateResponse, ApiError> {
         start(&state, WorkerKind::Upcreate).await
     }
 
@@ -88,7 +91,10 @@ impl SomeModelsApi {
         method = "post",
         operation_id = "stop_upcreate_from_kafka"
     )]
-    async fn stop_upcreate(&self, state: Data<&Arc<AppState>>) -> WorkerStateResponse {
+    async fn stop_upcreate(
+        &self,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<WorkerStateResponse, ApiError> {
         stop(&state, WorkerKind::Upcreate).await
     }
 
@@ -101,7 +107,10 @@ impl SomeModelsApi {
         method = "delete",
         operation_id = "start_delete_from_kafka"
     )]
-    async fn start_delete(&self, state: Data<&Arc<AppState>>) -> WorkerStateResponse {
+    async fn start_delete(
+        &self,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<WorkerStateResponse, ApiError> {
         start(&state, WorkerKind::Delete).await
     }
 
@@ -113,7 +122,10 @@ impl SomeModelsApi {
         method = "post",
         operation_id = "start_delete_from_kafka_post"
     )]
-    async fn start_delete_post(&self, state: Data<&Arc<AppState>>) -> WorkerStateResponse {
+    async fn start_delete_post(
+        &self,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<WorkerStateResponse, ApiError> {
         start(&state, WorkerKind::Delete).await
     }
 
@@ -126,7 +138,10 @@ impl SomeModelsApi {
         method = "post",
         operation_id = "stop_delete_from_kafka"
     )]
-    async fn stop_delete(&self, state: Data<&Arc<AppState>>) -> WorkerStateResponse {
+    async fn stop_delete(
+        &self,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<WorkerStateResponse, ApiError> {
         stop(&state, WorkerKind::Delete).await
     }
 
@@ -159,18 +174,18 @@ impl SomeModelsApi {
     }
 }
 
-async fn start(state: &AppState, kind: WorkerKind) -> WorkerStateResponse {
-    let worker_state = state.registry.start(kind).await;
-    WorkerStateResponse::Ok(Json(WorkerStateBody {
+async fn start(state: &AppState, kind: WorkerKind) -> Result<WorkerStateResponse, ApiError> {
+    let worker_state = state.registry.start(kind).await?;
+    Ok(WorkerStateResponse::Ok(Json(WorkerStateBody {
         worker: kind.name().to_owned(),
         state: worker_state,
-    }))
+    })))
 }
 
-async fn stop(state: &AppState, kind: WorkerKind) -> WorkerStateResponse {
-    let worker_state = state.registry.stop(kind).await;
-    WorkerStateResponse::Ok(Json(WorkerStateBody {
+async fn stop(state: &AppState, kind: WorkerKind) -> Result<WorkerStateResponse, ApiError> {
+    let worker_state = state.registry.stop(kind).await?;
+    Ok(WorkerStateResponse::Ok(Json(WorkerStateBody {
         worker: kind.name().to_owned(),
         state: worker_state,
-    }))
+    })))
 }

@@ -3,10 +3,69 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::{param::Path, payload::Json, ApiResponse, OpenApi};
+use std::collections::BTreeMap;
+
+use poem_openapi::{param::Path, payload::Json, ApiResponse, Enum, Object, OpenApi, Union};
+use rskafka::client::partition::OffsetAt;
 
 use super::{error::ApiError, ApiTags, AppState};
-use crate::workers::{stats::WorkerStatus, WorkerKind};
+use crate::{
+    error::Error,
+    workers::{stats::WorkerStatus, WorkerKind},
+};
+
+/// Where a reset moves a worker's next offsets.
+#[derive(Debug, Clone, Union)]
+#[oai(one_of)]
+pub enum ResetTarget {
+    /// Every partition to its earliest or latest offset.
+    Position(OffsetPosition),
+    /// Listed partitions (keys: partition numbers) to the given next offsets.
+    Partitions(BTreeMap<String, i64>),
+}
+
+/// An end of every partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum OffsetPosition {
+    /// The oldest record still in the partition: everything is applied again.
+    Earliest,
+    /// The end of the partition: only records produced from now on are applied.
+    Latest,
+}
+
+/// Body of a reset: `{"to": "earliest"}`, `{"to": "latest"}` or `{"to": {"0": 42, "2": 7}}`.
+#[derive(Debug, Clone, Object)]
+pub struct ResetOffsetsRequest {
+    /// The new position.
+    pub to: ResetTarget,
+}
+
+/// A partition's stored next offset.
+#[derive(Debug, Clone, Object)]
+pub struct PartitionOffset {
+    /// The partition.
+    pub partition: i32,
+    /// The offset of the next record the worker applies there.
+    pub next_offset: i64,
+}
+
+/// The offsets a reset stored.
+#[derive(Debug, Clone, Object)]
+pub struct ResetOffsetsBody {
+    /// The worker.
+    pub worker: String,
+    /// Each partition changed, with its new next offset.
+    pub offsets: Vec<PartitionOffset>,
+}
+
+/// Answer of a reset.
+#[derive(ApiResponse)]
+pub enum ResetOffsetsResponse {
+    /// The new offsets are stored; the worker resumes from them when started.
+    #[oai(status = 200)]
+    Ok(Json<ResetOffsetsBody>),
+}
 
 /// Answer of `GET /api/workers/`.
 #[derive(ApiResponse)]
@@ -57,4 +116,85 @@ impl WorkersApi {
             state.registry.stats(kind).status(),
         )))
     }
+
+    /// Reset a worker's offsets
+    ///
+    /// Moves where a **stopped** worker resumes: every partition to the `earliest` or `latest`
+    /// offset, or listed partitions to given offsets (`{"to": {"0": 42}}`). Answers 409 while the
+    /// worker runs. Like Kafka Connect's offsets API.
+    #[oai(
+        path = "/workers/:name/reset_offsets",
+        method = "post",
+        operation_id = "reset_worker_offsets"
+    )]
+    async fn reset_offsets(
+        &self,
+        state: Data<&Arc<AppState>>,
+        /// The worker: `upcreate` or `delete`.
+        name: Path<String>,
+        body: Json<ResetOffsetsRequest>,
+    ) -> Result<ResetOffsetsResponse, ApiError> {
+        let kind = WorkerKind::from_name(&name)
+            .ok_or_else(|| ApiError::not_found(format!("no worker named {:?}", name.0)))?;
+        let target = match body.0.to {
+            ResetTarget::Position(OffsetPosition::Earliest) => Target::All(OffsetAt::Earliest),
+            ResetTarget::Position(OffsetPosition::Latest) => Target::All(OffsetAt::Latest),
+            ResetTarget::Partitions(map) => Target::Listed(
+                map.iter()
+                    .map(|(partition, offset)| match partition.parse::<i32>() {
+                        Ok(p) if p >= 0 && *offset >= 0 => Ok((p, *offset)),
+                        _ => Err(ApiError::bad_request(
+                            "to",
+                            format!(
+                                "partition {partition:?} and offset {offset} must both be \
+                                 non-negative integers"
+                            ),
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        let kafka = state.kafka.clone();
+        let offsets = state
+            .registry
+            .reset_offsets(kind, |topic| async move {
+                let partitions = kafka.partitions(&topic).await?;
+                match target {
+                    Target::All(at) => {
+                        let mut offsets = Vec::with_capacity(partitions.len());
+                        for partition in partitions {
+                            offsets.push((partition, kafka.offset(&topic, partition, at).await?));
+                        }
+                        Ok(offsets)
+                    }
+                    Target::Listed(listed) => {
+                        if let Some((missing, _)) =
+                            listed.iter().find(|(p, _)| !partitions.contains(p))
+                        {
+                            return Err(Error::BadRequest(format!(
+                                "topic {topic} has no partition {missing}"
+                            )));
+                        }
+                        Ok(listed)
+                    }
+                }
+            })
+            .await?;
+        Ok(ResetOffsetsResponse::Ok(Json(ResetOffsetsBody {
+            worker: kind.name().to_owned(),
+            offsets: offsets
+                .into_iter()
+                .map(|(partition, next_offset)| PartitionOffset {
+                    partition,
+                    next_offset,
+                })
+                .collect(),
+        })))
+    }
+}
+
+/// A reset, decoded: every partition to one end, or listed partitions to given offsets.
+enum Target {
+    All(OffsetAt),
+    Listed(Vec<(i32, i64)>),
 }

@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 use rskafka::{
     client::{
         error::{Error as KafkaError, ProtocolError},
-        partition::{PartitionClient, UnknownTopicHandling},
+        partition::{OffsetAt, PartitionClient, UnknownTopicHandling},
         Client, ClientBuilder,
     },
     BackoffConfig,
@@ -104,6 +104,12 @@ impl Kafka {
             return Err(Error::NoPartitions(topic.to_owned()));
         }
         Ok(partitions)
+    }
+
+    /// The earliest or latest offset of one partition.
+    pub async fn offset(&self, topic: &str, partition: i32, at: OffsetAt) -> Result<i64> {
+        let client = self.partition_client(topic, partition).await?;
+        bounded("listing an offset", self.timeout, client.get_offset(at)).await
     }
 
     /// A client for one partition, connected to its leader.

@@ -60,6 +60,18 @@ impl TopicProducer {
         Ok((partition, offsets.first().copied().unwrap_or(-1)))
     }
 
+    /// Writes records as one batch to partition `partition` modulo this topic's partition count.
+    pub async fn send_to(&self, partition: i32, records: Vec<Record>) -> Result<()> {
+        let index = partition.unsigned_abs() as usize % self.partitions.len();
+        bounded(
+            "producing a batch",
+            self.timeout,
+            self.partitions[index].produce(records, Compression::NoCompression),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Writes unkeyed values as one batch to the next partition in turn.
     pub async fn send_batch(&self, values: Vec<Vec<u8>>) -> Result<()> {
         let now = Utc::now();

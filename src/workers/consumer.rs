@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use chrono::Utc;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use rskafka::{
     client::{
         error::{Error as KafkaError, ProtocolError},
@@ -17,7 +17,10 @@ use rskafka::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{WorkerKind, WorkerState, WorkerStats};
+use super::{
+    dead_letter::{DeadLetter, DeadLetterQueue},
+    WorkerKind, WorkerState, WorkerStats,
+};
 use crate::{
     db::{offsets, rows},
     error::{bounded, Error, Result},
@@ -38,6 +41,8 @@ pub struct WorkerContext {
     pub pool: Pool,
     pub kafka: Kafka,
     pub stats: Arc<WorkerStats>,
+    /// Where records that cannot be applied go.
+    pub dead_letters: DeadLetterQueue,
 }
 
 /// Runs one worker until `cancel` fires: finds the topic's partitions, then one loop per partition.
@@ -248,7 +253,11 @@ impl PartitionConsumer {
         Ok(Step::Reset { from, to })
     }
 
-    /// Applies a batch and its next offset in one transaction.
+    /// Applies a batch, its dead letters and its next offset, all or nothing.
+    ///
+    /// The batch is first applied as one statement. If PostgreSQL refuses a record in it (a
+    /// constraint, say), the transaction is rolled back and the batch applied again with the
+    /// refused records isolated by bisection under savepoints, so they alone are dead-lettered.
     async fn apply(&mut self, records: Vec<RecordAndOffset>) -> Result<Step> {
         let worker = self.context.kind.name();
         let topic = self.context.topic.as_str();
@@ -257,44 +266,40 @@ impl PartitionConsumer {
             .last()
             .map(|r| r.offset + 1)
             .expect("a batch is never empty");
-        let batch = Batch::decode(self.context.kind, &records, |offset, reason| {
+        let mut batch = Batch::decode(self.context.kind, &records);
+        for (index, reason) in &batch.invalid {
+            let offset = records[*index].offset;
             tracing::warn!(worker, topic, partition, offset, reason = %reason, "skipping invalid record");
-        });
+        }
 
-        bounded("applying a batch", APPLY_TIMEOUT, async {
-            let mut client = self.context.pool.get().await?;
-            let tx = client.transaction().await?;
-            if !offsets::advance(&tx, worker, topic, partition, self.committed, next).await? {
-                return Err(Error::OffsetConflict {
-                    worker,
-                    topic: topic.to_owned(),
-                    partition,
-                });
+        let first_try = bounded(
+            "applying a batch",
+            APPLY_TIMEOUT,
+            self.commit(&records, &mut batch, next, false),
+        )
+        .await;
+        let outcome = match first_try {
+            Err(Error::RowRejected(reason)) => {
+                tracing::warn!(worker, topic, partition, reason = %reason, "PostgreSQL refused a record; isolating it");
+                bounded(
+                    "applying a batch",
+                    APPLY_TIMEOUT,
+                    self.commit(&records, &mut batch, next, true),
+                )
+                .await?
             }
-            match &batch.ops {
-                Ops::Upsert(rows_by_id) if !rows_by_id.is_empty() => {
-                    let ids: Vec<i64> = rows_by_id.keys().copied().collect();
-                    let names: Vec<&str> = rows_by_id.values().map(String::as_str).collect();
-                    rows::upsert(&tx, &ids, &names).await?;
-                }
-                Ops::Delete(ids) if !ids.is_empty() => {
-                    let ids: Vec<i64> = ids.iter().copied().collect();
-                    rows::delete(&tx, &ids).await?;
-                }
-                _ => {}
-            }
-            tx.commit().await?;
-            Ok::<_, Error>(())
-        })
-        .await?;
+            other => other?,
+        };
 
         self.committed = Some(next);
         self.position = Some(next);
-        let (valid, invalid) = (batch.valid, batch.invalid);
+        let invalid = batch.invalid.len() + outcome.rejected;
+        let valid = batch.valid - outcome.rejected;
         self.context.stats.update(partition, |p| {
             p.next_offset = Some(next);
             p.records_applied += valid as u64;
             p.records_invalid += invalid as u64;
+            p.records_dead_lettered += outcome.dead_lettered as u64;
         });
         tracing::debug!(
             worker,
@@ -307,6 +312,71 @@ impl PartitionConsumer {
         );
         Ok(Step::Applied { valid, invalid })
     }
+
+    /// One attempt at a batch in one transaction: fence the offset, change the rows, write the
+    /// dead letters, commit. With `isolate`, records PostgreSQL refuses are found and left out.
+    async fn commit(
+        &self,
+        records: &[RecordAndOffset],
+        batch: &mut Batch,
+        next: i64,
+        isolate: bool,
+    ) -> Result<Outcome> {
+        let worker = self.context.kind.name();
+        let topic = self.context.topic.as_str();
+        let partition = self.partition;
+        let mut client = self.context.pool.get().await?;
+        let mut tx = client.transaction().await?;
+        if !offsets::advance(&tx, worker, topic, partition, self.committed, next).await? {
+            return Err(Error::OffsetConflict {
+                worker,
+                topic: topic.to_owned(),
+                partition,
+            });
+        }
+        let refused = if isolate {
+            batch.apply_isolating(&mut tx, records).await?
+        } else {
+            batch.apply_all(&tx).await?;
+            Vec::new()
+        };
+
+        let mut letters: Vec<DeadLetter<'_>> = batch
+            .invalid
+            .iter()
+            .map(|(index, reason)| DeadLetter {
+                record: &records[*index],
+                reason: reason.to_string(),
+            })
+            .chain(refused.iter().map(|(index, reason)| {
+                let offset = records[*index].offset;
+                tracing::warn!(worker, topic, partition, offset, reason = %reason, "PostgreSQL refused record");
+                DeadLetter {
+                    record: &records[*index],
+                    reason: format!("refused by PostgreSQL: {reason}"),
+                }
+            }))
+            .collect();
+        letters.sort_by_key(|letter| letter.record.offset);
+        let dead_lettered = self
+            .context
+            .dead_letters
+            .send(worker, topic, partition, &letters)
+            .await?;
+        tx.commit().await?;
+        Ok(Outcome {
+            rejected: refused.len(),
+            dead_lettered,
+        })
+    }
+}
+
+/// What a committed batch left out.
+struct Outcome {
+    /// Records PostgreSQL refused.
+    rejected: usize,
+    /// Records written to the dead-letter topic.
+    dead_lettered: usize,
 }
 
 enum Fetched {
@@ -318,49 +388,152 @@ enum Fetched {
 /// A decoded batch: what to change, with duplicate ids folded (the last record wins, as in
 /// Kafka's order) and ids sorted so concurrent batches lock rows in one order.
 struct Batch {
-    ops: Ops,
+    kind: WorkerKind,
+    /// Ids to change, sorted and unique.
+    ids: Vec<i64>,
+    /// New name per id (upserts only).
+    names: Vec<String>,
+    /// Per id, the indices of the records that named it, oldest first; the last one is applied.
+    sources: Vec<Vec<usize>>,
+    /// Valid records.
     valid: usize,
-    invalid: usize,
-}
-
-enum Ops {
-    Upsert(BTreeMap<i64, String>),
-    Delete(std::collections::BTreeSet<i64>),
+    /// Records that are not valid messages: index and why.
+    invalid: Vec<(usize, codec::InvalidMessage)>,
 }
 
 impl Batch {
-    fn decode(
-        kind: WorkerKind,
-        records: &[RecordAndOffset],
-        mut on_invalid: impl FnMut(i64, &codec::InvalidMessage),
-    ) -> Self {
-        let mut batch = Batch {
-            ops: match kind {
-                WorkerKind::Upcreate => Ops::Upsert(BTreeMap::new()),
-                WorkerKind::Delete => Ops::Delete(Default::default()),
-            },
-            valid: 0,
-            invalid: 0,
-        };
-        for record in records {
+    fn decode(kind: WorkerKind, records: &[RecordAndOffset]) -> Self {
+        let mut by_id: BTreeMap<i64, (Vec<usize>, String)> = BTreeMap::new();
+        let mut invalid = Vec::new();
+        let mut valid = 0;
+        for (index, record) in records.iter().enumerate() {
             let value = record.record.value.as_deref();
-            let decoded = match &mut batch.ops {
-                Ops::Upsert(rows) => codec::decode_upsert(value).map(|row| {
-                    rows.insert(row.id, row.name);
-                }),
-                Ops::Delete(ids) => codec::decode_delete(value).map(|id| {
-                    ids.insert(id);
-                }),
+            let decoded = match kind {
+                WorkerKind::Upcreate => codec::decode_upsert(value).map(|row| (row.id, row.name)),
+                WorkerKind::Delete => codec::decode_delete(value).map(|id| (id, String::new())),
             };
             match decoded {
-                Ok(()) => batch.valid += 1,
-                Err(reason) => {
-                    batch.invalid += 1;
-                    on_invalid(record.offset, &reason);
+                Ok((id, name)) => {
+                    valid += 1;
+                    let entry = by_id.entry(id).or_default();
+                    entry.0.push(index);
+                    entry.1 = name;
                 }
+                Err(reason) => invalid.push((index, reason)),
+            }
+        }
+        let mut batch = Batch {
+            kind,
+            ids: Vec::with_capacity(by_id.len()),
+            names: Vec::new(),
+            sources: Vec::with_capacity(by_id.len()),
+            valid,
+            invalid,
+        };
+        for (id, (sources, name)) in by_id {
+            batch.ids.push(id);
+            batch.sources.push(sources);
+            if kind == WorkerKind::Upcreate {
+                batch.names.push(name);
             }
         }
         batch
+    }
+
+    /// Applies every change in one statement; a refused record fails it with [`Error::RowRejected`].
+    async fn apply_all(&self, tx: &Transaction<'_>) -> Result<()> {
+        self.apply_range(tx, 0..self.ids.len())
+            .await
+            .map_err(as_rejection)
+    }
+
+    async fn apply_range(&self, tx: &Transaction<'_>, range: std::ops::Range<usize>) -> Result<()> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        match self.kind {
+            WorkerKind::Upcreate => {
+                let names: Vec<&str> = self.names[range.clone()]
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
+                rows::upsert(tx, &self.ids[range], &names).await?;
+            }
+            WorkerKind::Delete => {
+                rows::delete(tx, &self.ids[range]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies every change PostgreSQL accepts, bisecting under savepoints to find the ones it
+    /// refuses. A refused upsert falls back to the id's previous record in this batch, as applying
+    /// the records one by one would have left it. Returns the refused records: index and reason.
+    async fn apply_isolating(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        records: &[RecordAndOffset],
+    ) -> Result<Vec<(usize, String)>> {
+        let mut refused = Vec::new();
+        let mut pending = vec![0..self.ids.len()];
+        while let Some(range) = pending.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            let savepoint = tx.savepoint("isolate").await?;
+            match self.apply_range(&savepoint, range.clone()).await {
+                Ok(()) => savepoint.commit().await?,
+                Err(Error::Postgres(e)) if is_refusal(&e) => {
+                    savepoint.rollback().await?;
+                    if range.len() > 1 {
+                        let middle = range.start + range.len() / 2;
+                        pending.push(middle..range.end);
+                        pending.push(range.start..middle);
+                        continue;
+                    }
+                    let at = range.start;
+                    let index = self.sources[at]
+                        .pop()
+                        .expect("every id has a source record");
+                    refused.push((index, postgres_reason(&e)));
+                    if let Some(&previous) = self.sources[at].last() {
+                        if self.kind == WorkerKind::Upcreate {
+                            let value = records[previous].record.value.as_deref();
+                            // It decoded when the batch was built, so it decodes again.
+                            self.names[at] = codec::decode_upsert(value)
+                                .map(|row| row.name)
+                                .unwrap_or_default();
+                        }
+                        pending.push(range);
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(refused)
+    }
+}
+
+/// PostgreSQL refused the data itself (a data exception, a constraint, a trigger's error), as
+/// opposed to failing: retrying will not help, isolating the record will.
+fn is_refusal(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|state| {
+        let code = state.code();
+        code.starts_with("22") || code.starts_with("23") || code == "P0001"
+    })
+}
+
+fn postgres_reason(error: &tokio_postgres::Error) -> String {
+    error
+        .as_db_error()
+        .map(|db| db.message().to_owned())
+        .unwrap_or_else(|| error.to_string())
+}
+
+fn as_rejection(error: Error) -> Error {
+    match error {
+        Error::Postgres(e) if is_refusal(&e) => Error::RowRejected(postgres_reason(&e)),
+        other => other,
     }
 }
 

@@ -2,6 +2,7 @@
 //! owns them. The per-partition consumer loop lives in [`consumer`]; its counters in [`stats`].
 
 pub mod consumer;
+pub mod dead_letter;
 pub mod stats;
 
 use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
@@ -10,8 +11,16 @@ use deadpool_postgres::Pool;
 use tokio::{sync::Mutex, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::Kafka;
+use crate::{
+    db,
+    error::{bounded, Error, Result},
+    kafka::Kafka,
+};
+use dead_letter::DeadLetterQueue;
 pub use stats::{WorkerState, WorkerStats};
+
+/// Bound on recording a worker's desired state.
+const DESIRED_STATE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long `stop` waits for a worker to reach a batch boundary before aborting it.
 /// An aborted batch is rolled back whole, so aborting is safe, only slower to recover from.
@@ -57,6 +66,8 @@ pub struct WorkerDeps {
     pub kafka: Kafka,
     /// The topic each worker reads.
     pub topics: HashMap<WorkerKind, String>,
+    /// Where each worker's dead letters go.
+    pub dead_letters: HashMap<WorkerKind, DeadLetterQueue>,
 }
 
 /// A started worker: the token that asks it to stop and the task to wait for.
@@ -95,13 +106,98 @@ impl WorkerRegistry {
     }
 
     /// Starts the worker unless it is running already (then this changes nothing).
-    pub async fn start(&self, kind: WorkerKind) -> WorkerState {
+    ///
+    /// The wish is stored in PostgreSQL first, so the worker runs again after a restart.
+    pub async fn start(&self, kind: WorkerKind) -> Result<WorkerState> {
         let mut running = self.running.lock().await;
+        self.set_desired(kind, true).await?;
         if let Some(worker) = running.get(&kind) {
             if !worker.task.is_finished() {
-                return self.stats[&kind].state();
+                return Ok(self.stats[&kind].state());
             }
         }
+        running.insert(kind, self.spawn(kind));
+        tracing::info!(worker = %kind, "worker started");
+        Ok(WorkerState::Running)
+    }
+
+    /// Stops the worker at its next batch boundary and waits for it; a stopped worker is left as is.
+    ///
+    /// The wish is stored in PostgreSQL first, so the worker stays stopped after a restart.
+    pub async fn stop(&self, kind: WorkerKind) -> Result<WorkerState> {
+        let mut running = self.running.lock().await;
+        self.set_desired(kind, false).await?;
+        if let Some(worker) = running.remove(&kind) {
+            stop_worker(kind, worker).await;
+        }
+        self.stats[&kind].set_state(WorkerState::Stopped);
+        Ok(WorkerState::Stopped)
+    }
+
+    /// Starts the workers whose stored wish is to run (at start-up).
+    pub async fn restore(&self) -> Result<()> {
+        let client = self.deps.pool.get().await?;
+        let wanted = bounded(
+            "reading workers' desired state",
+            DESIRED_STATE_TIMEOUT,
+            db::workers::desired_running(&client),
+        )
+        .await?;
+        drop(client);
+        let mut running = self.running.lock().await;
+        for kind in wanted.iter().filter_map(|name| WorkerKind::from_name(name)) {
+            if !running.contains_key(&kind) {
+                running.insert(kind, self.spawn(kind));
+                tracing::info!(worker = %kind, "worker resumed: it was running before the restart");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every worker (at shutdown) without changing their stored wishes.
+    pub async fn stop_all(&self) {
+        let mut running = self.running.lock().await;
+        for (kind, worker) in running.drain() {
+            stop_worker(kind, worker).await;
+            self.stats[&kind].set_state(WorkerState::Stopped);
+        }
+    }
+
+    /// Stores new next offsets for a stopped worker; refuses ([`Error::WorkerRunning`]) while it runs.
+    ///
+    /// `to` maps each partition to change to its new next offset, computed by `plan` (which may
+    /// ask the broker); holding the registry lock meanwhile keeps the worker from starting.
+    pub async fn reset_offsets<F, Fut>(&self, kind: WorkerKind, plan: F) -> Result<Vec<(i32, i64)>>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<(i32, i64)>>>,
+    {
+        let running = self.running.lock().await;
+        if running.get(&kind).is_some_and(|w| !w.task.is_finished()) {
+            return Err(Error::WorkerRunning(kind.name()));
+        }
+        let topic = self.deps.topics[&kind].clone();
+        let offsets = plan(topic.clone()).await?;
+        let client = self.deps.pool.get().await?;
+        bounded(
+            "storing offsets",
+            DESIRED_STATE_TIMEOUT,
+            db::offsets::store(&client, kind.name(), &topic, &offsets),
+        )
+        .await?;
+        for &(partition, offset) in &offsets {
+            self.stats[&kind].update(partition, |p| p.next_offset = Some(offset));
+        }
+        tracing::info!(worker = %kind, topic, ?offsets, "offsets reset");
+        Ok(offsets)
+    }
+
+    /// The topic a worker reads.
+    pub fn topic(&self, kind: WorkerKind) -> &str {
+        &self.deps.topics[&kind]
+    }
+
+    fn spawn(&self, kind: WorkerKind) -> RunningWorker {
         let cancel = self.root.child_token();
         let stats = Arc::clone(&self.stats[&kind]);
         stats.set_state(WorkerState::Running);
@@ -111,28 +207,20 @@ impl WorkerRegistry {
             pool: self.deps.pool.clone(),
             kafka: self.deps.kafka.clone(),
             stats,
+            dead_letters: self.deps.dead_letters[&kind].clone(),
         });
         let task = tokio::spawn(consumer::supervise(context, cancel.clone()));
-        running.insert(kind, RunningWorker { cancel, task });
-        tracing::info!(worker = %kind, "worker started");
-        WorkerState::Running
+        RunningWorker { cancel, task }
     }
 
-    /// Stops the worker at its next batch boundary and waits for it; a stopped worker is left as is.
-    pub async fn stop(&self, kind: WorkerKind) -> WorkerState {
-        let mut running = self.running.lock().await;
-        if let Some(worker) = running.remove(&kind) {
-            stop_worker(kind, worker).await;
-        }
-        self.stats[&kind].set_state(WorkerState::Stopped);
-        WorkerState::Stopped
-    }
-
-    /// Stops every worker (at shutdown).
-    pub async fn stop_all(&self) {
-        for kind in WorkerKind::ALL {
-            self.stop(kind).await;
-        }
+    async fn set_desired(&self, kind: WorkerKind, running: bool) -> Result<()> {
+        let client = self.deps.pool.get().await?;
+        bounded(
+            "storing a worker's desired state",
+            DESIRED_STATE_TIMEOUT,
+            db::workers::set_desired(&client, kind.name(), running),
+        )
+        .await
     }
 
     /// The counters and state of one worker.

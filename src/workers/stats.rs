@@ -50,8 +50,11 @@ pub struct PartitionStatus {
     pub lag: Option<i64>,
     /// Valid records applied since the service started.
     pub records_applied: u64,
-    /// Invalid records skipped since the service started.
+    /// Records that could not be applied (invalid, or refused by PostgreSQL) since the service
+    /// started.
     pub records_invalid: u64,
+    /// Records written to the dead-letter topic since the service started.
+    pub records_dead_lettered: u64,
     /// The last error, if the last attempt failed.
     pub last_error: Option<String>,
     /// When the last error happened.

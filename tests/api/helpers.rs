@@ -77,6 +77,9 @@ pub fn fresh_settings() -> Settings {
             delete_topic: format!("{suffix}.deletions"),
             objects_to_kafka_topic: format!("{suffix}.some_model_objects"),
             rest_log_topic: format!("{suffix}.django-responses"),
+            dead_letter_enabled: true,
+            updates_dlq_topic: None,
+            delete_dlq_topic: None,
         },
         listen_addr: "127.0.0.1:0".parse().expect("a valid address"),
     }
