@@ -106,10 +106,28 @@ impl Kafka {
         Ok(partitions)
     }
 
-    /// The earliest or latest offset of one partition.
+    /// The earliest offset of one partition, or its latest (the high watermark: the offset the
+    /// next record will get).
     pub async fn offset(&self, topic: &str, partition: i32, at: OffsetAt) -> Result<i64> {
         let client = self.partition_client(topic, partition).await?;
-        bounded("listing an offset", self.timeout, client.get_offset(at)).await
+        let earliest = bounded(
+            "listing an offset",
+            self.timeout,
+            client.get_offset(OffsetAt::Earliest),
+        )
+        .await?;
+        if matches!(at, OffsetAt::Earliest) {
+            return Ok(earliest);
+        }
+        // ListOffsets(latest) answers the last record's offset on tansu, not the next one's;
+        // a fetch's high watermark is the same on every broker.
+        let (_, high_watermark) = bounded(
+            "reading the high watermark",
+            self.timeout,
+            client.fetch_records(earliest, 1..2, 1),
+        )
+        .await?;
+        Ok(high_watermark)
     }
 
     /// A client for one partition, connected to its leader.

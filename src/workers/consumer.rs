@@ -200,8 +200,14 @@ impl PartitionConsumer {
         self.context.stats.update(self.partition, |p| {
             p.high_watermark = Some(high_watermark);
         });
-        // A compressed batch may start before the offset asked for.
-        records.retain(|r| r.offset >= position);
+        keep_from(&mut records, position);
+        let skipped_ahead = records.first().is_some_and(|r| r.offset > position);
+        let stuck = records.is_empty() && position < high_watermark;
+        if skipped_ahead || stuck {
+            // A fetch from inside a record batch: tansu then answers with the *next* batch, or
+            // nothing. Fetch again from where a batch starts so no record is skipped.
+            records = self.fetch_covering(position).await?;
+        }
         if !records.is_empty() {
             Ok(Fetched::Records(records))
         } else if position > high_watermark {
@@ -209,6 +215,31 @@ impl PartitionConsumer {
             Ok(Fetched::OutOfRange)
         } else {
             Ok(Fetched::Nothing)
+        }
+    }
+
+    /// Records from `position` on, fetched from a batch boundary at or before it: steps back
+    /// 1, 2, 4, … offsets (down to the earliest) until a fetch covers `position`. A gap that
+    /// remains when fetching from the earliest offset is real (compaction, transaction markers).
+    async fn fetch_covering(&self, position: i64) -> Result<Vec<RecordAndOffset>> {
+        let client = self.client.as_ref().expect("connected before fetching");
+        let timeout =
+            self.context.kafka.timeout() + Duration::from_millis(FETCH_MAX_WAIT_MS as u64);
+        let earliest = self.earliest().await?;
+        let mut back = 1;
+        loop {
+            let from = (position - back).max(earliest);
+            let (mut records, _) = bounded(
+                "fetching records",
+                timeout,
+                client.fetch_records(from, 1..FETCH_MAX_BYTES, 1),
+            )
+            .await?;
+            keep_from(&mut records, position);
+            if from == earliest || records.first().is_some_and(|r| r.offset == position) {
+                return Ok(records);
+            }
+            back = back.saturating_mul(2);
         }
     }
 
@@ -371,6 +402,19 @@ impl PartitionConsumer {
     }
 }
 
+/// Keeps the records at or after `position`, each offset once, in order. A batch can start
+/// before the offset asked for, and tansu can repeat batches in one answer.
+fn keep_from(records: &mut Vec<RecordAndOffset>, position: i64) {
+    let mut next = position;
+    records.retain(|r| {
+        let keep = r.offset >= next;
+        if keep {
+            next = r.offset + 1;
+        }
+        keep
+    });
+}
+
 /// What a committed batch left out.
 struct Outcome {
     /// Records PostgreSQL refused.
@@ -475,7 +519,7 @@ impl Batch {
         records: &[RecordAndOffset],
     ) -> Result<Vec<(usize, String)>> {
         let mut refused = Vec::new();
-        let mut pending = vec![0..self.ids.len()];
+        let mut pending: Vec<std::ops::Range<usize>> = Vec::from([0..self.ids.len()]);
         while let Some(range) = pending.pop() {
             if range.is_empty() {
                 continue;

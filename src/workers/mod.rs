@@ -146,8 +146,8 @@ impl WorkerRegistry {
         drop(client);
         let mut running = self.running.lock().await;
         for kind in wanted.iter().filter_map(|name| WorkerKind::from_name(name)) {
-            if !running.contains_key(&kind) {
-                running.insert(kind, self.spawn(kind));
+            if let std::collections::hash_map::Entry::Vacant(entry) = running.entry(kind) {
+                entry.insert(self.spawn(kind));
                 tracing::info!(worker = %kind, "worker resumed: it was running before the restart");
             }
         }

@@ -35,3 +35,20 @@ async fn an_unknown_worker_is_a_json_404() {
     assert_eq!(body["error"], "not_found");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_over_large_body_is_a_json_413() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(app.url("/api/workers/delete/reset_offsets"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "payload_too_large");
+    app.cleanup().await;
+}

@@ -2,6 +2,7 @@
 //! Kafka broker (see `scripts/dev-deps`). Each test has its own schema and topics.
 
 mod cli;
+mod dead_letters;
 mod delete_worker;
 mod errors;
 mod health;
@@ -11,3 +12,4 @@ mod openapi;
 mod response_log;
 mod rows;
 mod upcreate_worker;
+mod worker_control;

@@ -32,6 +32,7 @@ fn the_spec_documents_every_operation() {
         ("/api/some_models/{id}/write_to_kafka", "post"),
         ("/api/workers", "get"),
         ("/api/workers/{name}", "get"),
+        ("/api/workers/{name}/reset_offsets", "post"),
         ("/health/live", "get"),
         ("/health/ready", "get"),
     ] {
