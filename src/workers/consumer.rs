@@ -519,7 +519,8 @@ impl Batch {
         records: &[RecordAndOffset],
     ) -> Result<Vec<(usize, String)>> {
         let mut refused = Vec::new();
-        let mut pending: Vec<std::ops::Range<usize>> = Vec::from([0..self.ids.len()]);
+        let mut pending = Vec::new();
+        pending.push(0..self.ids.len());
         while let Some(range) = pending.pop() {
             if range.is_empty() {
                 continue;
