@@ -7,22 +7,42 @@ use deadpool_postgres::{GenericClient, Transaction};
 
 use crate::error::Result;
 
+/// Where a worker resumes on one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredOffset {
+    /// Offset of the next record to apply.
+    pub next: i64,
+    /// Fingerprint of the record just before it, if known (not after a reset).
+    pub fingerprint: Option<i64>,
+}
+
 /// Stored next offsets of `worker` on `topic`, by partition.
 pub async fn load(
     client: &impl GenericClient,
     worker: &str,
     topic: &str,
-) -> Result<HashMap<i32, i64>> {
+) -> Result<HashMap<i32, StoredOffset>> {
     let statement = client
         .prepare_cached(
-            "SELECT partition, next_offset FROM kafka_offsets WHERE worker = $1 AND topic = $2",
+            "SELECT partition, next_offset, last_fingerprint FROM kafka_offsets \
+             WHERE worker = $1 AND topic = $2",
         )
         .await?;
     let rows = client.query(&statement, &[&worker, &topic]).await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let stored = StoredOffset {
+                next: r.get(1),
+                fingerprint: r.get(2),
+            };
+            (r.get(0), stored)
+        })
+        .collect())
 }
 
-/// Moves the stored offset from `expected` (`None`: nothing stored yet) to `next`.
+/// Moves the stored offset from `expected` (`None`: nothing stored yet) to `next`, remembering
+/// the fingerprint of the record at `next - 1`.
 ///
 /// Returns `false`, changing nothing, when the stored value is not `expected`: another process
 /// consumed this partition meanwhile, and the caller must roll back. Run it first in the batch's
@@ -34,20 +54,25 @@ pub async fn advance(
     partition: i32,
     expected: Option<i64>,
     next: i64,
+    fingerprint: i64,
 ) -> Result<bool> {
     let statement = tx
         .prepare_cached(
-            "INSERT INTO kafka_offsets AS o (worker, topic, partition, next_offset) \
-             VALUES ($1, $2, $3, $5) \
+            "INSERT INTO kafka_offsets AS o (worker, topic, partition, next_offset, last_fingerprint) \
+             VALUES ($1, $2, $3, $5, $6) \
              ON CONFLICT (worker, topic, partition) DO UPDATE \
-             SET next_offset = EXCLUDED.next_offset, updated_at = now() \
+             SET next_offset = EXCLUDED.next_offset, last_fingerprint = EXCLUDED.last_fingerprint, \
+                 updated_at = now() \
              WHERE o.next_offset = $4",
         )
         .await?;
     // -1 never matches a stored offset, so "nothing stored" conflicts with any stored row.
     let expected = expected.unwrap_or(-1);
     let changed = tx
-        .execute(&statement, &[&worker, &topic, &partition, &expected, &next])
+        .execute(
+            &statement,
+            &[&worker, &topic, &partition, &expected, &next, &fingerprint],
+        )
         .await?;
     Ok(changed == 1)
 }
@@ -64,7 +89,7 @@ pub async fn store(
             "INSERT INTO kafka_offsets (worker, topic, partition, next_offset) \
              SELECT $1, $2, p, o FROM unnest($3::integer[], $4::bigint[]) AS t(p, o) \
              ON CONFLICT (worker, topic, partition) DO UPDATE \
-             SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+             SET next_offset = EXCLUDED.next_offset, last_fingerprint = NULL, updated_at = now()",
         )
         .await?;
     let partitions: Vec<i32> = offsets.iter().map(|(p, _)| *p).collect();

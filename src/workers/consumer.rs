@@ -22,7 +22,10 @@ use super::{
     WorkerKind, WorkerState, WorkerStats,
 };
 use crate::{
-    db::{offsets, rows},
+    db::{
+        offsets::{self, StoredOffset},
+        rows,
+    },
     error::{bounded, Error, Result},
     kafka::{codec, Kafka},
 };
@@ -247,16 +250,43 @@ impl PartitionConsumer {
     async fn load_position(&mut self) -> Result<()> {
         let client = self.context.pool.get().await?;
         let stored = offsets::load(&client, self.context.kind.name(), &self.context.topic).await?;
-        self.committed = stored.get(&self.partition).copied();
-        let position = match self.committed {
-            Some(offset) => offset,
+        drop(client);
+        let stored = stored.get(&self.partition).copied();
+        self.committed = stored.map(|s| s.next);
+        let position = match stored {
             None => self.earliest().await?,
+            Some(StoredOffset {
+                next,
+                fingerprint: Some(fingerprint),
+            }) if next > 0 && !self.still_there(next - 1, fingerprint).await? => {
+                let earliest = self.earliest().await?;
+                tracing::warn!(
+                    worker = self.context.kind.name(),
+                    topic = %self.context.topic,
+                    partition = self.partition,
+                    stored_offset = next,
+                    earliest_offset = earliest,
+                    "the record before the stored offset changed (topic recreated); restarting from the earliest offset"
+                );
+                earliest
+            }
+            Some(stored) => stored.next,
         };
         self.position = Some(position);
         self.context
             .stats
             .update(self.partition, |p| p.next_offset = Some(position));
         Ok(())
+    }
+
+    /// Whether the record at `offset` is still the one applied there. A record gone (retention)
+    /// or beyond the partition's end cannot be compared; the out-of-range check handles those.
+    async fn still_there(&self, offset: i64, fingerprint: i64) -> Result<bool> {
+        let records = self.fetch_covering(offset).await?;
+        Ok(match records.first() {
+            Some(first) if first.offset == offset => fingerprint_of(&first.record) == fingerprint,
+            _ => true,
+        })
     }
 
     async fn earliest(&self) -> Result<i64> {
@@ -293,10 +323,9 @@ impl PartitionConsumer {
         let worker = self.context.kind.name();
         let topic = self.context.topic.as_str();
         let partition = self.partition;
-        let next = records
-            .last()
-            .map(|r| r.offset + 1)
-            .expect("a batch is never empty");
+        let last = records.last().expect("a batch is never empty");
+        let next = last.offset + 1;
+        let fingerprint = fingerprint_of(&last.record);
         let mut batch = Batch::decode(self.context.kind, &records);
         for (index, reason) in &batch.invalid {
             let offset = records[*index].offset;
@@ -306,7 +335,7 @@ impl PartitionConsumer {
         let first_try = bounded(
             "applying a batch",
             APPLY_TIMEOUT,
-            self.commit(&records, &mut batch, next, false),
+            self.commit(&records, &mut batch, next, fingerprint, false),
         )
         .await;
         let outcome = match first_try {
@@ -315,7 +344,7 @@ impl PartitionConsumer {
                 bounded(
                     "applying a batch",
                     APPLY_TIMEOUT,
-                    self.commit(&records, &mut batch, next, true),
+                    self.commit(&records, &mut batch, next, fingerprint, true),
                 )
                 .await?
             }
@@ -351,6 +380,7 @@ impl PartitionConsumer {
         records: &[RecordAndOffset],
         batch: &mut Batch,
         next: i64,
+        fingerprint: i64,
         isolate: bool,
     ) -> Result<Outcome> {
         let worker = self.context.kind.name();
@@ -358,7 +388,17 @@ impl PartitionConsumer {
         let partition = self.partition;
         let mut client = self.context.pool.get().await?;
         let mut tx = client.transaction().await?;
-        if !offsets::advance(&tx, worker, topic, partition, self.committed, next).await? {
+        if !offsets::advance(
+            &tx,
+            worker,
+            topic,
+            partition,
+            self.committed,
+            next,
+            fingerprint,
+        )
+        .await?
+        {
             return Err(Error::OffsetConflict {
                 worker,
                 topic: topic.to_owned(),
@@ -400,6 +440,17 @@ impl PartitionConsumer {
             dead_lettered,
         })
     }
+}
+
+/// Identifies a record well enough to tell whether an offset still holds the same one:
+/// its timestamp and a hash of its key and value.
+fn fingerprint_of(record: &rskafka::record::Record) -> i64 {
+    let mut hash = murmur2::murmur2(
+        record.key.as_deref().unwrap_or_default(),
+        murmur2::KAFKA_SEED,
+    );
+    hash = murmur2::murmur2(record.value.as_deref().unwrap_or_default(), hash);
+    record.timestamp.timestamp_millis().wrapping_mul(1_000_003) ^ i64::from(hash)
 }
 
 /// Keeps the records at or after `position`, each offset once, in order. A batch can start
