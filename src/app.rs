@@ -103,6 +103,10 @@ impl Application {
                 kafka: kafka.clone(),
                 topics: HashMap::from(sources),
                 dead_letters,
+                topic_layout: (
+                    settings.kafka.topic_partitions,
+                    settings.kafka.topic_replication_factor,
+                ),
             },
             root.clone(),
         ));

@@ -46,6 +46,32 @@ pub struct WorkerContext {
     pub stats: Arc<WorkerStats>,
     /// Where records that cannot be applied go.
     pub dead_letters: DeadLetterQueue,
+    /// Partitions and replication factor to recreate the topic with, should it vanish.
+    pub topic_layout: (i32, i16),
+}
+
+impl WorkerContext {
+    async fn recreate_topic(&self) {
+        let (partitions, replication) = self.topic_layout;
+        if let Err(error) = self
+            .kafka
+            .ensure_topics(&[&self.topic], partitions, replication)
+            .await
+        {
+            tracing::warn!(worker = self.kind.name(), topic = %self.topic, error = %error, "cannot recreate the topic");
+        }
+    }
+}
+
+fn is_unknown_topic(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::NoPartitions(_)
+            | Error::Kafka(KafkaError::ServerError {
+                protocol_error: ProtocolError::UnknownTopicOrPartition,
+                ..
+            })
+    )
 }
 
 /// Runs one worker until `cancel` fires: finds the topic's partitions, then one loop per partition.
@@ -62,6 +88,9 @@ pub async fn supervise(context: Arc<WorkerContext>, cancel: CancellationToken) {
             Ok(partitions) => break partitions,
             Err(error) => {
                 tracing::warn!(worker, topic, error = %error, "cannot list partitions; retrying");
+                if is_unknown_topic(&error) {
+                    context.recreate_topic().await;
+                }
                 if sleep_or_cancel(&mut backoff, &cancel).await {
                     return;
                 }
@@ -139,6 +168,10 @@ impl PartitionConsumer {
                     });
                     // Start over from PostgreSQL's view: the batch may or may not have committed.
                     self.position = None;
+                    if is_unknown_topic(&error) {
+                        // A broker that lost its topics (restarted with memory storage, say).
+                        self.context.recreate_topic().await;
+                    }
                     if matches!(error, Error::Kafka(_) | Error::Timeout { .. }) {
                         self.client = None;
                     }
@@ -268,6 +301,9 @@ impl PartitionConsumer {
                     earliest_offset = earliest,
                     "the record before the stored offset changed (topic recreated); restarting from the earliest offset"
                 );
+                self.context
+                    .stats
+                    .update(self.partition, |p| p.offset_resets += 1);
                 earliest
             }
             Some(stored) => stored.next,
@@ -311,6 +347,9 @@ impl PartitionConsumer {
             "stored offset is out of range (topic recreated or truncated); restarting from the earliest offset"
         );
         self.position = Some(to);
+        self.context
+            .stats
+            .update(self.partition, |p| p.offset_resets += 1);
         Ok(Step::Reset { from, to })
     }
 

@@ -68,6 +68,8 @@ pub struct WorkerDeps {
     pub topics: HashMap<WorkerKind, String>,
     /// Where each worker's dead letters go.
     pub dead_letters: HashMap<WorkerKind, DeadLetterQueue>,
+    /// Partitions and replication factor of topics rowsync creates.
+    pub topic_layout: (i32, i16),
 }
 
 /// A started worker: the token that asks it to stop and the task to wait for.
@@ -208,6 +210,7 @@ impl WorkerRegistry {
             kafka: self.deps.kafka.clone(),
             stats,
             dead_letters: self.deps.dead_letters[&kind].clone(),
+            topic_layout: self.deps.topic_layout,
         });
         let task = tokio::spawn(consumer::supervise(context, cancel.clone()));
         RunningWorker { cancel, task }

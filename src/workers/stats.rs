@@ -55,6 +55,9 @@ pub struct PartitionStatus {
     pub records_invalid: u64,
     /// Records written to the dead-letter topic since the service started.
     pub records_dead_lettered: u64,
+    /// Times the stored offset was out of range (or its topic recreated) and consumption
+    /// restarted from the earliest offset, since the service started.
+    pub offset_resets: u64,
     /// The last error, if the last attempt failed.
     pub last_error: Option<String>,
     /// When the last error happened.

@@ -93,6 +93,7 @@ pub async fn spawn_app() -> TestApp {
 impl TestApp {
     /// Starts the app with these settings (a restart passes the previous app's settings).
     pub async fn start(settings: Settings) -> TestApp {
+        init_logs();
         let app = Application::build(settings.clone())
             .await
             .unwrap_or_else(|e| {
@@ -114,7 +115,7 @@ impl TestApp {
             .await
             .expect("PostgreSQL is up (run scripts/dev-deps)");
         tokio::spawn(connection);
-        let kafka = ClientBuilder::new(vec![bootstrap()])
+        let kafka = ClientBuilder::new(settings.kafka.bootstrap_servers())
             .build()
             .await
             .expect("the broker is up (run scripts/dev-deps)");
@@ -331,6 +332,19 @@ impl TestApp {
         }
         all
     }
+}
+
+/// With `RUST_LOG` set, the app's logs go to the test output (shown for failing tests).
+fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }
 
 /// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].

@@ -1,0 +1,192 @@
+//! Faults: the broker and PostgreSQL unreachable or hanging for a while, and a broker restart
+//! that loses every topic. Faults are injected by a TCP proxy between the app and each server.
+
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+use crate::{
+    fault_proxy::{Fault, FaultProxy},
+    helpers::{database_url, eventually, fresh_settings, TestApp},
+    test_broker::TestBroker,
+};
+
+fn update(id: i64, name: &str) -> String {
+    json!({"id": id, "name": name}).to_string()
+}
+
+/// `count` updates of ids `0..count`, all named `name`.
+fn updates(count: i64, name: &str) -> Vec<String> {
+    (0..count).map(|id| update(id, name)).collect()
+}
+
+async fn produce_all(app: &TestApp, topic: &str, values: &[String]) {
+    for (partition, chunk) in values.chunks(values.len().div_ceil(3)).enumerate() {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        app.produce(topic, partition as i32, &chunk).await;
+    }
+}
+
+/// Waits until every row of the table is named `name` and there are `count` of them.
+async fn wait_until_all_named(app: &TestApp, count: i64, name: &str) {
+    eventually(&format!("{count} rows named {name}"), || async {
+        let row = app
+            .db
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE name = $1) FROM some_model",
+                &[&name],
+            )
+            .await
+            .ok()?;
+        let (all, named): (i64, i64) = (row.get(0), row.get(1));
+        (all == count && named == count).then_some(())
+    })
+    .await;
+}
+
+async fn wait_for_state(app: &TestApp, worker: &str, state: &str) -> Value {
+    eventually(&format!("worker {worker} {state}"), || async {
+        let status = app.worker(worker).await;
+        (status["state"] == state).then_some(status)
+    })
+    .await
+}
+
+/// Readiness answers 503 within a second, naming the failing dependency.
+async fn assert_not_ready_quickly(app: &TestApp, failing: &str) {
+    let started = Instant::now();
+    let response = app.get("/health/ready").await;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_ne!(body["checks"][failing], "ok", "{body}");
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "readiness took {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn workers_recover_by_themselves_after_the_broker_is_cut_off_or_hangs() {
+    let broker = TestBroker::start().await;
+    let mut settings = fresh_settings();
+    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
+    settings.kafka.kafka_request_timeout_ms = 2_000;
+    let app = TestApp::start(settings).await;
+    let topic = app.settings.topics.updates_topic.clone();
+    produce_all(&app, &topic, &updates(300, "first")).await;
+    app.start_upcreate().await;
+    wait_until_all_named(&app, 300, "first").await;
+
+    for fault in [Fault::Cut, Fault::Hang] {
+        broker.proxy.set(fault);
+        let status = wait_for_state(&app, "upcreate", "retrying").await;
+        let errors: Vec<&Value> = status["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["last_error"])
+            .filter(|e| !e.is_null())
+            .collect();
+        assert!(!errors.is_empty(), "{status}");
+        assert_not_ready_quickly(&app, "kafka").await;
+
+        broker.proxy.set(Fault::Pass);
+        let name = format!("after {fault:?}");
+        produce_all(&app, &topic, &updates(300, &name)).await;
+        wait_until_all_named(&app, 300, &name).await;
+        wait_for_state(&app, "upcreate", "running").await;
+    }
+    // A slow network only slows things down.
+    broker.proxy.set(Fault::Delay(Duration::from_millis(30)));
+    produce_all(&app, &topic, &updates(300, "slow")).await;
+    wait_until_all_named(&app, 300, "slow").await;
+    broker.proxy.set(Fault::Pass);
+    // Exactly once: nothing lost, nothing applied twice.
+    eventually("1200 records applied", || async {
+        (app.worker_total("upcreate", "records_applied").await == 1200).then_some(())
+    })
+    .await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn workers_recover_by_themselves_after_postgresql_is_cut_off_or_hangs() {
+    let postgres = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut settings = fresh_settings();
+    let through_proxy = database_url().replace("127.0.0.1:5432", &postgres.addr.to_string());
+    settings.database.database_url = Some(SecretString::from(through_proxy));
+    let app = TestApp::start(settings).await;
+    let topic = app.settings.topics.updates_topic.clone();
+    produce_all(&app, &topic, &updates(300, "first")).await;
+    app.start_upcreate().await;
+    wait_until_all_named(&app, 300, "first").await;
+
+    for fault in [Fault::Cut, Fault::Hang] {
+        postgres.set(fault);
+        let name = format!("during {fault:?}");
+        produce_all(&app, &topic, &updates(300, &name)).await;
+        wait_for_state(&app, "upcreate", "retrying").await;
+        assert_not_ready_quickly(&app, "postgres").await;
+        postgres.set(Fault::Pass);
+        wait_until_all_named(&app, 300, &name).await;
+        wait_for_state(&app, "upcreate", "running").await;
+    }
+    eventually("900 records applied", || async {
+        (app.worker_total("upcreate", "records_applied").await == 900).then_some(())
+    })
+    .await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_broker_restarted_without_its_topics_is_noticed_and_new_records_are_all_applied() {
+    let mut broker = TestBroker::start().await;
+    let mut settings = fresh_settings();
+    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
+    settings.kafka.kafka_request_timeout_ms = 2_000;
+    let app = TestApp::start(settings).await;
+    let topic = app.settings.topics.updates_topic.clone();
+    let before: Vec<String> = (0..5).map(|id| update(id, "before")).collect();
+    app.produce(
+        &topic,
+        0,
+        &before.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    app.start_upcreate().await;
+    wait_until_all_named(&app, 5, "before").await;
+
+    broker.restart().await;
+    // The worker recreates its topic; then more records arrive than it had consumed before,
+    // so only the fingerprint of the last applied record shows the topic is new.
+    eventually("the topic recreated with 3 partitions", || async {
+        let topics = app.kafka.list_topics().await.ok()?;
+        topics
+            .iter()
+            .any(|t| t.name == topic && t.partitions.len() == 3)
+            .then_some(())
+    })
+    .await;
+    let after: Vec<String> = (100..108).map(|id| update(id, "after")).collect();
+    app.produce(
+        &topic,
+        0,
+        &after.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    eventually("all 8 new records applied", || async {
+        let row = app
+            .db
+            .query_one("SELECT count(*) FROM some_model WHERE name = 'after'", &[])
+            .await
+            .ok()?;
+        (row.get::<_, i64>(0) == 8).then_some(())
+    })
+    .await;
+    let status = wait_for_state(&app, "upcreate", "running").await;
+    let resets = status["partitions"][0]["offset_resets"].as_u64().unwrap();
+    assert!(resets >= 1, "{status}");
+    app.cleanup().await;
+}
