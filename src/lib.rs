@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`app`] — assembles everything, serves, shuts down in order.
 //! - [`cli`], [`config`] — command line and settings (environment / `.env`).
-//! - [`telemetry`] — logging (text or JSON lines).
+//! - [`telemetry`] — logging (text or JSON lines); [`shutdown`] — the signals that stop it.
 //! - [`db`] — pool, migrations (`sql/`), and the hand-written SQL for rows and stored offsets.
 //! - [`kafka`] — the rskafka client, topic creation, the Java-compatible partitioner, the message codec.
 //! - [`workers`] — the worker registry and the per-partition consumer loops.
@@ -19,5 +19,6 @@ pub mod error;
 pub mod http;
 pub mod kafka;
 pub mod model;
+pub mod shutdown;
 pub mod telemetry;
 pub mod workers;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use rowsync::{
     app::{migrate_only, Application},
     cli::{Cli, CliError, Command},
-    telemetry,
+    shutdown, telemetry,
 };
 
 #[tokio::main]
@@ -39,27 +39,5 @@ async fn main() -> ExitCode {
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     let app = Application::build(cli.settings).await?;
-    app.run_until_stopped(shutdown_signal()).await
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        // Installing the handler fails only if the runtime has no signal driver.
-        tokio::signal::ctrl_c().await.expect("Ctrl-C handler");
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler")
-            .recv()
-            .await;
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutdown signal received");
+    app.run_until_stopped(shutdown::signal()).await
 }

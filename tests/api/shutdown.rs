@@ -1,0 +1,101 @@
+//! Graceful shutdown on SIGTERM and Ctrl-C, and the second signal that exits at once.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+
+use crate::{
+    helpers::{eventually, fresh_settings, TestApp},
+    process::RowsyncProcess,
+};
+
+async fn graceful_shutdown_on(signal: &str) {
+    let settings = fresh_settings();
+    // An in-process app only to create the schema and topics and to read them back.
+    let mut observer = TestApp::start(settings.clone()).await;
+    observer.stop().await;
+    let mut process = RowsyncProcess::start(&settings).await;
+    let http = reqwest::Client::new();
+    let started = http
+        .post(format!(
+            "{}/api/some_models/start_upcreate_from_kafka/",
+            process.address
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+    for _ in 0..20 {
+        let response = http
+            .get(format!("{}/api/some_models/", process.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    process.signal(signal);
+    assert_eq!(process.wait(Duration::from_secs(20)).await, Some(0));
+    // Every response was published before the process exited.
+    let logged = observer.read_topic(&settings.topics.rest_log_topic).await;
+    assert_eq!(logged.len(), 21, "response-log records drained at shutdown");
+    // Shutting down is not stopping: the worker still wants to run.
+    let wanted: bool = observer
+        .db
+        .query_one(
+            "SELECT running FROM worker_desired_state WHERE worker = 'upcreate'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(wanted);
+    observer.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_response_log_and_exits_0() {
+    graceful_shutdown_on("TERM").await;
+}
+
+#[tokio::test]
+async fn ctrl_c_drains_the_response_log_and_exits_0() {
+    graceful_shutdown_on("INT").await;
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let settings = fresh_settings();
+    let mut observer = TestApp::start(settings.clone()).await;
+    observer.stop().await;
+    let mut process = RowsyncProcess::start(&settings).await;
+    // A request that never completes keeps the graceful shutdown waiting for it.
+    let address = process.address.trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stalled
+        .write_all(b"POST /api/some_models/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+
+    process.signal("TERM");
+    eventually("the listener to close", || async {
+        tokio::net::TcpStream::connect(&address)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let second = Instant::now();
+    process.signal("TERM");
+    assert_eq!(
+        process.wait(Duration::from_secs(5)).await,
+        Some(rowsync::shutdown::FORCED_EXIT_CODE)
+    );
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "exited after {:?}",
+        second.elapsed()
+    );
+    drop(stalled);
+    observer.cleanup().await;
+}
