@@ -107,6 +107,7 @@ impl Application {
                     settings.kafka.topic_partitions,
                     settings.kafka.topic_replication_factor,
                 ),
+                fetch_max_bytes: settings.kafka.kafka_fetch_max_bytes,
             },
             root.clone(),
         ));

@@ -73,6 +73,9 @@ pub struct KafkaSettings {
     /// Replication factor of each topic rowsync creates.
     #[arg(long, env = "TOPIC_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
     pub topic_replication_factor: i16,
+    /// Most bytes a worker fetches from one partition at once: the upper bound of a batch.
+    #[arg(long, env = "KAFKA_FETCH_MAX_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(i32).range(1024..))]
+    pub kafka_fetch_max_bytes: i32,
     /// Upper bound, in milliseconds, on any single call to Kafka.
     #[arg(long, env = "KAFKA_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub kafka_request_timeout_ms: u64,

@@ -30,8 +30,6 @@ use crate::{
     kafka::{codec, Kafka},
 };
 
-/// Most bytes one fetch asks for.
-const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
 /// How long the broker may hold a fetch open waiting for new records (tansu needs ≥ 1 ms).
 const FETCH_MAX_WAIT_MS: i32 = 500;
 /// Bound on applying one batch in PostgreSQL.
@@ -48,6 +46,8 @@ pub struct WorkerContext {
     pub dead_letters: DeadLetterQueue,
     /// Partitions and replication factor to recreate the topic with, should it vanish.
     pub topic_layout: (i32, i16),
+    /// Most bytes one fetch asks for.
+    pub fetch_max_bytes: i32,
 }
 
 impl WorkerContext {
@@ -222,7 +222,7 @@ impl PartitionConsumer {
         let fetched = bounded(
             "fetching records",
             kafka.timeout() + Duration::from_millis(FETCH_MAX_WAIT_MS as u64),
-            client.fetch_records(position, 1..FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS),
+            client.fetch_records(position, 1..self.context.fetch_max_bytes, FETCH_MAX_WAIT_MS),
         )
         .await;
         let (mut records, high_watermark) = match fetched {
@@ -268,7 +268,7 @@ impl PartitionConsumer {
             let (mut records, _) = bounded(
                 "fetching records",
                 timeout,
-                client.fetch_records(from, 1..FETCH_MAX_BYTES, 1),
+                client.fetch_records(from, 1..self.context.fetch_max_bytes, 1),
             )
             .await?;
             keep_from(&mut records, position);

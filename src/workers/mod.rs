@@ -70,6 +70,8 @@ pub struct WorkerDeps {
     pub dead_letters: HashMap<WorkerKind, DeadLetterQueue>,
     /// Partitions and replication factor of topics rowsync creates.
     pub topic_layout: (i32, i16),
+    /// Most bytes one fetch asks for.
+    pub fetch_max_bytes: i32,
 }
 
 /// A started worker: the token that asks it to stop and the task to wait for.
@@ -211,6 +213,7 @@ impl WorkerRegistry {
             stats,
             dead_letters: self.deps.dead_letters[&kind].clone(),
             topic_layout: self.deps.topic_layout,
+            fetch_max_bytes: self.deps.fetch_max_bytes,
         });
         let task = tokio::spawn(consumer::supervise(context, cancel.clone()));
         RunningWorker { cancel, task }

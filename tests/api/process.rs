@@ -51,6 +51,10 @@ impl RowsyncProcess {
             .env("REST_LOG_TOPIC", &topics.rest_log_topic)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env(
+                "KAFKA_FETCH_MAX_BYTES",
+                settings.kafka.kafka_fetch_max_bytes.to_string(),
+            )
+            .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )

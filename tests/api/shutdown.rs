@@ -2,10 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use secrecy::SecretString;
+use serde_json::Value;
 
 use crate::{
-    helpers::{eventually, fresh_settings, TestApp},
+    fault_proxy::{Fault, FaultProxy},
+    helpers::{database_url, eventually, fresh_settings, TestApp},
     process::RowsyncProcess,
 };
 
@@ -65,19 +67,64 @@ async fn ctrl_c_drains_the_response_log_and_exits_0() {
 
 #[tokio::test]
 async fn a_second_signal_exits_at_once() {
-    let settings = fresh_settings();
+    let postgres = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut settings = fresh_settings();
     let mut observer = TestApp::start(settings.clone()).await;
     observer.stop().await;
+    let through_proxy = database_url().replace("127.0.0.1:5432", &postgres.addr.to_string());
+    settings.database.database_url = Some(SecretString::from(through_proxy));
     let mut process = RowsyncProcess::start(&settings).await;
-    // A request that never completes keeps the graceful shutdown waiting for it.
-    let address = process.address.trim_start_matches("http://").to_owned();
-    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
-    stalled
-        .write_all(b"POST /api/some_models/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    let http = reqwest::Client::new();
+    let started = http
+        .post(format!(
+            "{}/api/some_models/start_upcreate_from_kafka/",
+            process.address
+        ))
+        .send()
         .await
         .unwrap();
+    assert_eq!(started.status(), 200);
+
+    let partitions_positioned = || async {
+        let status: Value = http
+            .get(format!("{}/api/workers/upcreate/", process.address))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let partitions = status["partitions"].as_array()?.clone();
+        Some(partitions)
+    };
+    eventually("the worker to read its stored offsets", || async {
+        let partitions = partitions_positioned().await?;
+        (partitions.len() == 3 && partitions.iter().all(|p| p["next_offset"].is_i64()))
+            .then_some(())
+    })
+    .await;
+
+    // PostgreSQL stops answering while the worker applies a batch: a graceful stop would wait
+    // for that batch (up to its deadline).
+    postgres.set(Fault::Hang);
+    observer
+        .produce(
+            &settings.topics.updates_topic,
+            0,
+            &[r#"{"id": 1, "name": "stuck"}"#],
+        )
+        .await;
+    eventually("the worker to be applying a fetched batch", || async {
+        let partitions = partitions_positioned().await?;
+        partitions
+            .iter()
+            .any(|p| p["lag"].as_i64() > Some(0))
+            .then_some(())
+    })
+    .await;
 
     process.signal("TERM");
+    let address = process.address.trim_start_matches("http://").to_owned();
     eventually("the listener to close", || async {
         tokio::net::TcpStream::connect(&address)
             .await
@@ -96,6 +143,6 @@ async fn a_second_signal_exits_at_once() {
         "exited after {:?}",
         second.elapsed()
     );
-    drop(stalled);
+    postgres.set(Fault::Pass);
     observer.cleanup().await;
 }

@@ -1,0 +1,133 @@
+//! Crash safety: kill -9 in the middle of a large stream, start again, and the table ends
+//! exactly as the topics say, with no batch half-applied.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde_json::json;
+
+use crate::{
+    helpers::{eventually, fresh_settings, TestApp, PARTITIONS},
+    process::RowsyncProcess,
+};
+
+const UPDATES: i64 = 150_000;
+const IDS: i64 = 5_000;
+
+#[tokio::test]
+async fn killing_the_process_mid_stream_loses_nothing_and_applies_nothing_twice() {
+    let mut settings = fresh_settings();
+    // Small batches (about 1,500 records), so the stream takes many of them.
+    settings.kafka.kafka_fetch_max_bytes = 64 * 1024;
+    let mut observer = TestApp::start(settings.clone()).await;
+    observer.stop().await;
+    let topics = settings.topics.clone();
+
+    // Updates keyed by id (all writes of an id on one partition, so "last write wins" is defined),
+    // and deletes of rows that exist before the stream and are never updated.
+    let mut expected: BTreeMap<i64, String> = BTreeMap::new();
+    let mut by_partition: Vec<Vec<String>> = vec![Vec::new(); PARTITIONS as usize];
+    for seq in 0..UPDATES {
+        let id = (seq * 7919) % IDS;
+        let name = format!("v{seq}");
+        by_partition[(id % PARTITIONS as i64) as usize]
+            .push(json!({"id": id, "name": name}).to_string());
+        expected.insert(id, name);
+    }
+    observer
+        .db
+        .execute(
+            "INSERT INTO some_model SELECT g, 'doomed' FROM generate_series(1000000, 1000099) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    for id in 1_000_050..1_000_100 {
+        expected.insert(id, "doomed".to_owned());
+    }
+    let deletes: Vec<String> = (1_000_000..1_000_050)
+        .map(|id| json!({"id": id}).to_string())
+        .collect();
+    for (partition, values) in by_partition.iter().enumerate() {
+        for chunk in values.chunks(10_000) {
+            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            observer
+                .produce(&topics.updates_topic, partition as i32, &chunk)
+                .await;
+        }
+    }
+    observer
+        .produce(
+            &topics.delete_topic,
+            1,
+            &deletes.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
+
+    let mut process = RowsyncProcess::start(&settings).await;
+    let http = reqwest::Client::new();
+    for path in ["start_upcreate_from_kafka", "start_delete_from_kafka"] {
+        let response = http
+            .post(format!("{}/api/some_models/{path}/", process.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let stored = || async {
+        observer
+            .db
+            .query_one(
+                "SELECT coalesce(sum(next_offset), 0)::bigint FROM kafka_offsets WHERE worker = 'upcreate'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    eventually("the first batches applied", || async {
+        (stored().await > 0).then_some(())
+    })
+    .await;
+    process.signal("KILL");
+    assert_eq!(
+        process.wait(Duration::from_secs(10)).await,
+        None,
+        "killed by a signal"
+    );
+    let at_kill = stored().await;
+    assert!(
+        at_kill < UPDATES,
+        "killed in the middle of the stream ({at_kill} of {UPDATES} applied)"
+    );
+
+    // The workers wanted to run, so the new process resumes them from the stored offsets.
+    let _process = RowsyncProcess::start(&settings).await;
+    eventually("every update applied", || async {
+        (stored().await == UPDATES).then_some(())
+    })
+    .await;
+    eventually("every delete applied", || async {
+        let row = observer
+            .db
+            .query_one("SELECT count(*) FROM some_model WHERE id >= 1000000", &[])
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0) == 50).then_some(())
+    })
+    .await;
+    let rows = observer
+        .db
+        .query("SELECT id, name FROM some_model ORDER BY id", &[])
+        .await
+        .unwrap();
+    let table: BTreeMap<i64, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(table.len(), expected.len());
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(id, name)| table.get(id) != Some(name))
+        .take(5)
+        .collect();
+    assert!(wrong.is_empty(), "rows differing from the topic: {wrong:?}");
+    drop(_process);
+    observer.cleanup().await;
+}
