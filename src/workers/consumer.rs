@@ -122,11 +122,16 @@ pub struct PartitionConsumer {
     /// The next offset as stored in PostgreSQL (`None`: nothing stored yet). Every commit
     /// checks it is unchanged, so two consumers of one partition can never both apply a batch.
     committed: Option<i64>,
+    /// A stored offset not yet checked against its topic: the offset of the last applied record
+    /// and its fingerprint, while that offset lies beyond the partition's end.
+    unverified: Option<(i64, i64)>,
 }
 
 /// What one [`PartitionConsumer::step`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
+    /// Connected and read where to resume: the offset of the next record to fetch.
+    Positioned { at: i64 },
     /// A batch was applied: this many valid and invalid records.
     Applied { valid: usize, invalid: usize },
     /// Nothing new arrived within the fetch wait.
@@ -146,6 +151,7 @@ impl PartitionConsumer {
             client: None,
             position: None,
             committed: None,
+            unverified: None,
         }
     }
 
@@ -186,6 +192,14 @@ impl PartitionConsumer {
     /// Fetches one batch and applies it. Cancellation is honoured only before the batch is
     /// fetched; once fetched, the batch is applied (or rolled back) whole.
     pub async fn step(&mut self, cancel: &CancellationToken) -> Result<Step> {
+        if self.client.is_none() || self.position.is_none() {
+            let positioned = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(Step::Cancelled),
+                positioned = self.connect_and_position() => positioned?,
+            };
+            return Ok(Step::Positioned { at: positioned });
+        }
         let fetched = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(Step::Cancelled),
@@ -203,7 +217,8 @@ impl PartitionConsumer {
         Ok(step)
     }
 
-    async fn fetch(&mut self) -> Result<Fetched> {
+    /// Connects to the partition's leader and reads where to resume.
+    async fn connect_and_position(&mut self) -> Result<i64> {
         if self.client.is_none() {
             let client = self
                 .context
@@ -211,13 +226,14 @@ impl PartitionConsumer {
                 .partition_client(&self.context.topic, self.partition);
             self.client = Some(client.await?);
         }
-        if self.position.is_none() {
-            self.load_position().await?;
-        }
+        self.load_position().await
+    }
+
+    async fn fetch(&mut self) -> Result<Fetched> {
         let kafka = &self.context.kafka;
         let (client, position) = match (&self.client, self.position) {
             (Some(client), Some(position)) => (client, position),
-            _ => unreachable!("connected and positioned just above"),
+            _ => unreachable!("`step` connects and positions before fetching"),
         };
         let fetched = bounded(
             "fetching records",
@@ -236,6 +252,15 @@ impl PartitionConsumer {
         self.context.stats.update(self.partition, |p| {
             p.high_watermark = Some(high_watermark);
         });
+        if let Some((offset, fingerprint)) = self.unverified {
+            if high_watermark > offset {
+                match self.lineage(offset, fingerprint).await? {
+                    Lineage::Changed => return Ok(Fetched::OutOfRange),
+                    Lineage::NotYetThere => {}
+                    Lineage::Same | Lineage::Gone => self.unverified = None,
+                }
+            }
+        }
         keep_from(&mut records, position);
         let skipped_ahead = records.first().is_some_and(|r| r.offset > position);
         let stuck = records.is_empty() && position < high_watermark;
@@ -280,49 +305,68 @@ impl PartitionConsumer {
     }
 
     /// Reads the stored offset; a partition never seen before starts at its earliest offset.
-    async fn load_position(&mut self) -> Result<()> {
+    async fn load_position(&mut self) -> Result<i64> {
         let client = self.context.pool.get().await?;
         let stored = offsets::load(&client, self.context.kind.name(), &self.context.topic).await?;
         drop(client);
         let stored = stored.get(&self.partition).copied();
         self.committed = stored.map(|s| s.next);
+        self.unverified = None;
         let position = match stored {
             None => self.earliest().await?,
             Some(StoredOffset {
                 next,
                 fingerprint: Some(fingerprint),
-            }) if next > 0 && !self.still_there(next - 1, fingerprint).await? => {
-                let earliest = self.earliest().await?;
-                tracing::warn!(
-                    worker = self.context.kind.name(),
-                    topic = %self.context.topic,
-                    partition = self.partition,
-                    stored_offset = next,
-                    earliest_offset = earliest,
-                    "the record before the stored offset changed (topic recreated); restarting from the earliest offset"
-                );
-                self.context
-                    .stats
-                    .update(self.partition, |p| p.offset_resets += 1);
-                earliest
-            }
+            }) if next > 0 => match self.lineage(next - 1, fingerprint).await? {
+                Lineage::Changed => {
+                    let earliest = self.earliest().await?;
+                    self.warn_recreated(next, earliest);
+                    earliest
+                }
+                Lineage::NotYetThere => {
+                    // Checked again once the partition reaches it (see `fetch`).
+                    self.unverified = Some((next - 1, fingerprint));
+                    next
+                }
+                Lineage::Same | Lineage::Gone => next,
+            },
             Some(stored) => stored.next,
         };
         self.position = Some(position);
         self.context
             .stats
             .update(self.partition, |p| p.next_offset = Some(position));
-        Ok(())
+        Ok(position)
     }
 
-    /// Whether the record at `offset` is still the one applied there. A record gone (retention)
-    /// or beyond the partition's end cannot be compared; the out-of-range check handles those.
-    async fn still_there(&self, offset: i64, fingerprint: i64) -> Result<bool> {
+    /// Whether the record at `offset` is still the one applied there (its fingerprint).
+    async fn lineage(&self, offset: i64, fingerprint: i64) -> Result<Lineage> {
         let records = self.fetch_covering(offset).await?;
         Ok(match records.first() {
-            Some(first) if first.offset == offset => fingerprint_of(&first.record) == fingerprint,
-            _ => true,
+            Some(first) if first.offset == offset => {
+                if fingerprint_of(&first.record) == fingerprint {
+                    Lineage::Same
+                } else {
+                    Lineage::Changed
+                }
+            }
+            Some(_) => Lineage::Gone,
+            None => Lineage::NotYetThere,
         })
+    }
+
+    fn warn_recreated(&self, stored: i64, earliest: i64) {
+        tracing::warn!(
+            worker = self.context.kind.name(),
+            topic = %self.context.topic,
+            partition = self.partition,
+            stored_offset = stored,
+            earliest_offset = earliest,
+            "the record before the stored offset changed (topic recreated); restarting from the earliest offset"
+        );
+        self.context
+            .stats
+            .update(self.partition, |p| p.offset_resets += 1);
     }
 
     async fn earliest(&self) -> Result<i64> {
@@ -344,9 +388,10 @@ impl PartitionConsumer {
             partition = self.partition,
             stored_offset = from,
             earliest_offset = to,
-            "stored offset is out of range (topic recreated or truncated); restarting from the earliest offset"
+            "stored offset is out of range, or its topic was recreated; restarting from the earliest offset"
         );
         self.position = Some(to);
+        self.unverified = None;
         self.context
             .stats
             .update(self.partition, |p| p.offset_resets += 1);
@@ -511,6 +556,18 @@ struct Outcome {
     rejected: usize,
     /// Records written to the dead-letter topic.
     dead_lettered: usize,
+}
+
+/// How a stored offset relates to what the partition holds now.
+enum Lineage {
+    /// The last applied record is still there: resume after it.
+    Same,
+    /// Another record sits at its offset: the topic was recreated.
+    Changed,
+    /// The partition does not reach that offset (yet).
+    NotYetThere,
+    /// Records there were removed (retention, compaction): nothing to compare.
+    Gone,
 }
 
 enum Fetched {

@@ -190,3 +190,58 @@ async fn a_broker_restarted_without_its_topics_is_noticed_and_new_records_are_al
     assert!(resets >= 1, "{status}");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_worker_resuming_on_a_recreated_topic_that_is_still_empty_applies_all_its_new_records() {
+    let mut broker = TestBroker::start().await;
+    let mut settings = fresh_settings();
+    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
+    settings.kafka.kafka_request_timeout_ms = 2_000;
+    let app = TestApp::start(settings).await;
+    let topic = app.settings.topics.updates_topic.clone();
+    let before: Vec<String> = (0..5).map(|id| update(id, "before")).collect();
+    app.produce(
+        &topic,
+        0,
+        &before.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    app.start_upcreate().await;
+    wait_until_all_named(&app, 5, "before").await;
+    app.stop_upcreate().await;
+
+    broker.restart().await;
+    app.start_upcreate().await;
+    // The worker recreates the topic and resumes at its stored offset 5, in an empty partition:
+    // nothing to compare its last record with yet.
+    eventually("the worker positioned at its stored offset", || async {
+        let status = app.worker("upcreate").await;
+        let p0 = status["partitions"]
+            .as_array()?
+            .iter()
+            .find(|p| p["partition"] == 0)?
+            .clone();
+        (p0["next_offset"] == 5 && p0["high_watermark"] == 0).then_some(())
+    })
+    .await;
+    let after: Vec<String> = (100..108).map(|id| update(id, "after")).collect();
+    app.produce(
+        &topic,
+        0,
+        &after.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    eventually(
+        "all 8 new records applied, not just those past offset 5",
+        || async {
+            let row = app
+                .db
+                .query_one("SELECT count(*) FROM some_model WHERE name = 'after'", &[])
+                .await
+                .ok()?;
+            (row.get::<_, i64>(0) == 8).then_some(())
+        },
+    )
+    .await;
+    app.cleanup().await;
+}

@@ -2,6 +2,7 @@
 //! Kafka broker (see `scripts/dev-deps`). Each test has its own schema and topics.
 
 mod cli;
+mod consumer_steps;
 mod crash;
 mod dead_letters;
 mod delete_worker;
