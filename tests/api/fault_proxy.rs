@@ -23,11 +23,22 @@ pub enum Fault {
     Hang,
 }
 
-/// A running proxy; stops when dropped.
+/// A running proxy; stops when the last handle is dropped.
+#[derive(Clone)]
 pub struct FaultProxy {
     pub addr: SocketAddr,
     fault_tx: watch::Sender<Fault>,
-    task: JoinHandle<()>,
+    /// Held only so the accept loop lives as long as a handle does.
+    _accept_loop: std::sync::Arc<AbortOnDrop>,
+}
+
+/// Aborts the accept loop when the last handle goes.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl FaultProxy {
@@ -46,19 +57,13 @@ impl FaultProxy {
         Self {
             addr,
             fault_tx,
-            task,
+            _accept_loop: std::sync::Arc::new(AbortOnDrop(task)),
         }
     }
 
     /// Changes what happens to traffic, including on open connections.
     pub fn set(&self, fault: Fault) {
         self.fault_tx.send_replace(fault);
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -17,6 +17,7 @@ mod process;
 mod response_log;
 mod rows;
 mod shutdown;
+mod soak;
 mod test_broker;
 mod upcreate_worker;
 mod worker_control;

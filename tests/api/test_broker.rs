@@ -49,6 +49,11 @@ impl TestBroker {
         broker
     }
 
+    /// Another handle on the proxy, for a task that injects faults.
+    pub fn proxy_handle(&self) -> FaultProxy {
+        self.proxy.clone()
+    }
+
     /// The address clients bootstrap from (the proxy).
     pub fn bootstrap(&self) -> String {
         self.proxy.addr.to_string()

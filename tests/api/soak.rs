@@ -1,0 +1,218 @@
+//! Soak: a million records streamed through the upsert worker while faults hit the broker and
+//! PostgreSQL every few seconds; at the end the table must equal what the topic implies, and
+//! applied + invalid must equal what the topic holds. Not in the default run: `scripts/soak`.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use rand::Rng;
+use rskafka::{
+    client::partition::{Compression, UnknownTopicHandling},
+    record::Record,
+};
+use secrecy::SecretString;
+use serde_json::json;
+
+use crate::{
+    fault_proxy::{Fault, FaultProxy},
+    helpers::{database_url, fresh_settings, TestApp, PARTITIONS},
+    test_broker::TestBroker,
+};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak test (minutes): run it with scripts/soak"]
+async fn a_million_records_through_random_faults_leave_the_table_exactly_as_the_topic_says() {
+    let records = env_or("SOAK_RECORDS", 1_000_000);
+    let ids = env_or("SOAK_IDS", 50_000) as i64;
+    let broker = TestBroker::start().await;
+    let postgres = Arc::new(FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await);
+    let mut settings = fresh_settings();
+    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
+    settings.kafka.kafka_request_timeout_ms = 2_000;
+    settings.kafka.kafka_fetch_max_bytes = 1024 * 1024;
+    let through_proxy = database_url().replace("127.0.0.1:5432", &postgres.addr.to_string());
+    settings.database.database_url = Some(SecretString::from(through_proxy));
+    let app = TestApp::start(settings).await;
+    let topic = app.settings.topics.updates_topic.clone();
+    app.start_upcreate().await;
+    let started = Instant::now();
+
+    // Producer: keyed by id (one partition per id), 1 % invalid, retried through faults.
+    let producing = Arc::new(AtomicBool::new(true));
+    let produce_retries = Arc::new(AtomicU64::new(0));
+    let producer = {
+        let kafka = Arc::clone(&app.kafka);
+        let topic = topic.clone();
+        let retries = Arc::clone(&produce_retries);
+        tokio::spawn(async move {
+            let mut clients = Vec::new();
+            for partition in 0..PARTITIONS {
+                clients.push(
+                    kafka
+                        .partition_client(topic.as_str(), partition, UnknownTopicHandling::Retry)
+                        .await
+                        .unwrap(),
+                );
+            }
+            let mut seq: u64 = 0;
+            while seq < records {
+                let mut batches: Vec<Vec<Record>> = vec![Vec::new(); PARTITIONS as usize];
+                for _ in 0..5_000.min(records - seq) {
+                    let id = (seq as i64 * 7919) % ids;
+                    let value = if seq % 100 == 99 {
+                        format!("{{\"id\": {id}, \"name\": 42}}")
+                    } else {
+                        json!({"id": id, "name": format!("v{seq}")}).to_string()
+                    };
+                    batches[(id % PARTITIONS as i64) as usize].push(Record {
+                        key: Some(id.to_string().into_bytes()),
+                        value: Some(value.into_bytes()),
+                        headers: Default::default(),
+                        timestamp: chrono::Utc::now(),
+                    });
+                    seq += 1;
+                }
+                for (partition, batch) in batches.into_iter().enumerate() {
+                    loop {
+                        let sent = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            clients[partition].produce(batch.clone(), Compression::NoCompression),
+                        )
+                        .await;
+                        if matches!(sent, Ok(Ok(_))) {
+                            break;
+                        }
+                        // A retried produce may be written twice: the check below reads the topic.
+                        retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        })
+    };
+
+    // Faults every 2–4 s until the producer is done.
+    let faults_injected = Arc::new(AtomicU64::new(0));
+    let injector = {
+        let producing = Arc::clone(&producing);
+        let postgres = Arc::clone(&postgres);
+        let count = Arc::clone(&faults_injected);
+        let broker_proxy = broker.proxy_handle();
+        tokio::spawn(async move {
+            while producing.load(Ordering::Relaxed) {
+                let (pause, hold, which, kind) = {
+                    let mut rng = rand::rng();
+                    (
+                        rng.random_range(2_000..4_000),
+                        rng.random_range(500..2_500),
+                        rng.random_bool(0.5),
+                        rng.random_range(0..3),
+                    )
+                };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                let fault = match kind {
+                    0 => Fault::Cut,
+                    1 => Fault::Hang,
+                    _ => Fault::Delay(Duration::from_millis(20)),
+                };
+                let proxy: &FaultProxy = if which { &broker_proxy } else { &postgres };
+                proxy.set(fault);
+                count.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(hold)).await;
+                proxy.set(Fault::Pass);
+            }
+        })
+    };
+    producer.await.unwrap();
+    producing.store(false, Ordering::Relaxed);
+    injector.await.unwrap();
+    postgres.set(Fault::Pass);
+    broker.proxy.set(Fault::Pass);
+    let produced_in = started.elapsed();
+
+    // Drain: every partition's next offset reaches its high watermark.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let status = app.worker("upcreate").await;
+        let partitions = status["partitions"].as_array().unwrap().clone();
+        let drained = partitions.len() == PARTITIONS as usize
+            && partitions
+                .iter()
+                .all(|p| p["lag"] == 0 && p["last_error"].is_null());
+        if drained {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not drained: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let drained_in = started.elapsed();
+
+    // What the topic implies: per id, the last valid record in its partition.
+    let in_topic = app.read_topic(&topic).await;
+    let mut expected: BTreeMap<i64, String> = BTreeMap::new();
+    let mut invalid_in_topic = 0u64;
+    let mut by_partition: BTreeMap<i32, Vec<_>> = BTreeMap::new();
+    for (partition, record) in &in_topic {
+        by_partition.entry(*partition).or_default().push(record);
+    }
+    for records in by_partition.values_mut() {
+        records.sort_by_key(|r| r.offset);
+        for record in records.iter() {
+            match rowsync::kafka::codec::decode_upsert(record.record.value.as_deref()) {
+                Ok(row) => {
+                    expected.insert(row.id, row.name);
+                }
+                Err(_) => invalid_in_topic += 1,
+            }
+        }
+    }
+    let rows = app
+        .db
+        .query("SELECT id, name FROM some_model", &[])
+        .await
+        .unwrap();
+    let table: BTreeMap<i64, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let applied = app.worker_total("upcreate", "records_applied").await;
+    let invalid = app.worker_total("upcreate", "records_invalid").await;
+    let dead_lettered = app.worker_total("upcreate", "records_dead_lettered").await;
+    println!(
+        "soak: {} records in the topic ({} produced, {} produce retries), {} faults, \
+         produced in {:.1?}, drained in {:.1?}; applied {applied}, invalid {invalid}, \
+         dead-lettered {dead_lettered}; {} rows",
+        in_topic.len(),
+        records,
+        produce_retries.load(Ordering::Relaxed),
+        faults_injected.load(Ordering::Relaxed),
+        produced_in,
+        drained_in,
+        table.len()
+    );
+    assert_eq!(
+        applied + invalid,
+        in_topic.len() as u64,
+        "every record applied or invalid, once"
+    );
+    assert_eq!(invalid, invalid_in_topic);
+    assert_eq!(dead_lettered, invalid_in_topic);
+    assert_eq!(table.len(), expected.len());
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(id, name)| table.get(id) != Some(name))
+        .take(5)
+        .collect();
+    assert!(wrong.is_empty(), "rows differing from the topic: {wrong:?}");
+    app.cleanup().await;
+}
