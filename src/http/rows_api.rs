@@ -9,10 +9,14 @@ use poem_openapi::{param::Path, payload::Json, ApiResponse, Object, OpenApi};
 use super::{error::ApiError, ApiTags, AppState};
 use crate::{
     db::rows,
+    error::bounded,
     kafka::codec,
     model::Row,
     workers::{WorkerKind, WorkerState},
 };
+
+/// Bound on a request's database work; past it the request answers 503.
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A worker's state after a start or a stop.
 #[derive(Debug, Clone, Object)]
@@ -61,8 +65,12 @@ impl SomeModelsApi {
         operation_id = "list_some_models"
     )]
     async fn list(&self, state: Data<&Arc<AppState>>) -> Result<RowsResponse, ApiError> {
-        let client = state.pool.get().await.map_err(crate::error::Error::from)?;
-        Ok(RowsResponse::Ok(Json(rows::list(&client).await?)))
+        let rows = bounded("listing rows", QUERY_TIMEOUT, async {
+            let client = state.pool.get().await?;
+            rows::list(&client).await
+        })
+        .await?;
+        Ok(RowsResponse::Ok(Json(rows)))
     }
 
     /// Start the upsert worker
@@ -161,11 +169,12 @@ impl SomeModelsApi {
         /// The row's id.
         id: Path<i64>,
     ) -> Result<PublishedRowResponse, ApiError> {
-        let client = state.pool.get().await.map_err(crate::error::Error::from)?;
-        let row = rows::get(&client, id.0)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no row with id {}", id.0)))?;
-        drop(client);
+        let row = bounded("reading a row", QUERY_TIMEOUT, async {
+            let client = state.pool.get().await?;
+            rows::get(&client, id.0).await
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no row with id {}", id.0)))?;
         state
             .objects
             .send_keyed(row.id.to_string().into_bytes(), codec::encode_row(&row))

@@ -306,9 +306,11 @@ impl PartitionConsumer {
 
     /// Reads the stored offset; a partition never seen before starts at its earliest offset.
     async fn load_position(&mut self) -> Result<i64> {
-        let client = self.context.pool.get().await?;
-        let stored = offsets::load(&client, self.context.kind.name(), &self.context.topic).await?;
-        drop(client);
+        let stored = bounded("reading stored offsets", APPLY_TIMEOUT, async {
+            let client = self.context.pool.get().await?;
+            offsets::load(&client, self.context.kind.name(), &self.context.topic).await
+        })
+        .await?;
         let stored = stored.get(&self.partition).copied();
         self.committed = stored.map(|s| s.next);
         self.unverified = None;
