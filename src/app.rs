@@ -16,6 +16,7 @@ use crate::{
     db,
     http::{self, response_log::ResponseLog, AppState},
     kafka::{producer::TopicProducer, Kafka},
+    metrics::Metrics,
     workers::{dead_letter::DeadLetterQueue, WorkerDeps, WorkerKind, WorkerRegistry},
 };
 
@@ -96,6 +97,7 @@ impl Application {
             dead_letters.insert(kind, DeadLetterQueue::new(producer));
         }
 
+        let mut metrics = Metrics::new();
         let root = CancellationToken::new();
         let registry = Arc::new(WorkerRegistry::new(
             WorkerDeps {
@@ -108,9 +110,11 @@ impl Application {
                     settings.kafka.topic_replication_factor,
                 ),
                 fetch_max_bytes: settings.kafka.kafka_fetch_max_bytes,
+                batch_metrics: metrics.batches(),
             },
             root.clone(),
         ));
+        metrics.read_state_from(Arc::clone(&registry), Arc::clone(&stats), pool.clone());
         registry.restore().await.context("resuming workers")?;
 
         let acceptor = TcpListener::bind(settings.listen_addr)
@@ -131,6 +135,7 @@ impl Application {
                 registry,
                 kafka,
                 objects,
+                metrics: Arc::new(metrics),
             }),
             response_log,
             response_log_task,

@@ -18,6 +18,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod model;
 pub mod shutdown;
 pub mod telemetry;

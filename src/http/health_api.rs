@@ -5,7 +5,10 @@
 use std::{sync::Arc, time::Duration};
 
 use poem::web::Data;
-use poem_openapi::{payload::Json, ApiResponse, Object, OpenApi};
+use poem_openapi::{
+    payload::{Json, PlainText},
+    ApiResponse, Object, OpenApi,
+};
 
 use super::{ApiTags, AppState};
 use crate::db;
@@ -107,5 +110,22 @@ impl HealthApi {
         } else {
             HealthResponse::Unavailable(Json(body))
         }
+    }
+}
+
+/// Prometheus metrics.
+pub struct MetricsApi;
+
+#[OpenApi(tag = "ApiTags::Health")]
+impl MetricsApi {
+    /// Prometheus metrics
+    ///
+    /// Every metric in the Prometheus text format: HTTP requests by operation and status with a
+    /// latency histogram; per worker and partition, records applied, invalid and dead-lettered,
+    /// lag, batch size and batch latency; response-log records published and dropped; PostgreSQL
+    /// pool usage. Names start with `rowsync_`.
+    #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
+    async fn metrics(&self, state: Data<&Arc<AppState>>) -> PlainText<String> {
+        PlainText(state.metrics.render())
     }
 }

@@ -19,6 +19,7 @@ use poem_openapi::{OpenApiService, Tags};
 
 use crate::{
     kafka::{producer::TopicProducer, Kafka},
+    metrics::{self, Metrics},
     workers::WorkerRegistry,
 };
 use response_log::ResponseLog;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub kafka: Kafka,
     /// Producer for `OBJECTS_TO_KAFKA_TOPIC`.
     pub objects: Arc<TopicProducer>,
+    /// Everything `/metrics` exports.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Groups of operations in the spec.
@@ -43,7 +46,7 @@ pub enum ApiTags {
     SomeModels,
     /// What the background workers are doing.
     Workers,
-    /// Liveness and readiness for orchestrators.
+    /// Liveness, readiness and metrics, for orchestrators and monitoring.
     Health,
 }
 
@@ -54,6 +57,7 @@ pub type ApiService = OpenApiService<
         rows_api::SomeModelsApi,
         workers_api::WorkersApi,
         health_api::HealthApi,
+        health_api::MetricsApi,
     ),
     (),
 >;
@@ -65,6 +69,7 @@ pub fn api_service() -> ApiService {
             rows_api::SomeModelsApi,
             workers_api::WorkersApi,
             health_api::HealthApi,
+            health_api::MetricsApi,
         ),
         "rowsync",
         env!("CARGO_PKG_VERSION"),
@@ -94,12 +99,15 @@ pub fn endpoint(state: Arc<AppState>, log: ResponseLog) -> impl Endpoint {
     );
     let logged = Arc::clone(&operations)
         .around(move |next, req| response_log::log_response(log.clone(), next, req));
+    let metrics = Arc::clone(&state.metrics);
     Route::new()
         .nest_no_strip("/api", logged)
-        .nest_no_strip("/health", operations)
+        .nest_no_strip("/health", Arc::clone(&operations))
+        .nest_no_strip("/metrics", operations)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .catch_all_error(error::render)
+        .around(move |next, req| metrics::record_request(Arc::clone(&metrics), next, req))
         .data(state)
 }
 

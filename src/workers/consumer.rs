@@ -28,6 +28,7 @@ use crate::{
     },
     error::{bounded, Error, Result},
     kafka::{codec, Kafka},
+    metrics::{BatchMetrics, PartitionLabels},
 };
 
 /// How long the broker may hold a fetch open waiting for new records (tansu needs ≥ 1 ms).
@@ -48,6 +49,8 @@ pub struct WorkerContext {
     pub topic_layout: (i32, i16),
     /// Most bytes one fetch asks for.
     pub fetch_max_bytes: i32,
+    /// Where batch sizes and latencies are recorded.
+    pub batch_metrics: BatchMetrics,
 }
 
 impl WorkerContext {
@@ -412,6 +415,7 @@ impl PartitionConsumer {
         let last = records.last().expect("a batch is never empty");
         let next = last.offset + 1;
         let fingerprint = fingerprint_of(&last.record);
+        let started = std::time::Instant::now();
         let mut batch = Batch::decode(self.context.kind, &records);
         for (index, reason) in &batch.invalid {
             let offset = records[*index].offset;
@@ -447,6 +451,14 @@ impl PartitionConsumer {
             p.records_invalid += invalid as u64;
             p.records_dead_lettered += outcome.dead_lettered as u64;
         });
+        let labels = PartitionLabels {
+            worker: worker.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+        };
+        self.context
+            .batch_metrics
+            .observe(&labels, records.len(), started.elapsed().as_secs_f64());
         tracing::debug!(
             worker,
             topic,

@@ -15,6 +15,7 @@ use crate::{
     db,
     error::{bounded, Error, Result},
     kafka::Kafka,
+    metrics::BatchMetrics,
 };
 use dead_letter::DeadLetterQueue;
 pub use stats::{WorkerState, WorkerStats};
@@ -72,6 +73,8 @@ pub struct WorkerDeps {
     pub topic_layout: (i32, i16),
     /// Most bytes one fetch asks for.
     pub fetch_max_bytes: i32,
+    /// Where batch sizes and latencies are recorded.
+    pub batch_metrics: BatchMetrics,
 }
 
 /// A started worker: the token that asks it to stop and the task to wait for.
@@ -214,6 +217,7 @@ impl WorkerRegistry {
             dead_letters: self.deps.dead_letters[&kind].clone(),
             topic_layout: self.deps.topic_layout,
             fetch_max_bytes: self.deps.fetch_max_bytes,
+            batch_metrics: self.deps.batch_metrics.clone(),
         });
         let task = tokio::spawn(consumer::supervise(context, cancel.clone()));
         RunningWorker { cancel, task }

@@ -50,6 +50,7 @@ async fn records_reaching_a_recreated_topic_after_the_consumer_positioned_itself
         dead_letters: DeadLetterQueue::new(None),
         topic_layout: (3, 1),
         fetch_max_bytes: 1024 * 1024,
+        batch_metrics: rowsync::metrics::Metrics::new().batches(),
     });
     let cancel = CancellationToken::new();
 

@@ -11,6 +11,7 @@ mod fault_proxy;
 mod faults;
 mod health;
 mod helpers;
+mod metrics;
 mod migrations;
 mod openapi;
 mod process;

@@ -35,6 +35,7 @@ fn the_spec_documents_every_operation() {
         ("/api/workers/{name}/reset_offsets", "post"),
         ("/health/live", "get"),
         ("/health/ready", "get"),
+        ("/metrics", "get"),
     ] {
         let operation = &paths[path][method];
         assert!(operation.is_object(), "{method} {path} is missing");

@@ -1,0 +1,89 @@
+//! `GET /metrics`: Prometheus text with requests, worker counters, the response log and the pool.
+
+use serde_json::json;
+
+use crate::helpers::{eventually, spawn_app, TestApp};
+
+/// The value of the sample whose name and labels are exactly `series`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+async fn metrics(app: &TestApp) -> String {
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_records_batches_the_response_log_and_the_pool() {
+    let app = spawn_app().await;
+    let topic = app.settings.topics.updates_topic.clone();
+    app.produce(
+        &topic,
+        1,
+        &[
+            &json!({"id": 1, "name": "a"}).to_string(),
+            "bad",
+            &json!({"id": 2, "name": "b"}).to_string(),
+        ],
+    )
+    .await;
+    app.start_upcreate().await;
+    for _ in 0..3 {
+        app.get("/api/some_models/").await;
+    }
+    app.get("/api/no_such_path").await;
+    let labels = format!(r#"worker="upcreate",topic="{topic}",partition="1""#);
+    let text = eventually("the batch and the response log in the metrics", || async {
+        let text = metrics(&app).await;
+        let applied = sample(&text, &format!("rowsync_records_applied_total{{{labels}}}"));
+        let published = sample(&text, "rowsync_response_log_records_published_total");
+        (applied == Some(2.0) && published >= Some(5.0)).then_some(text)
+    })
+    .await;
+    let expect = |series: &str, value: f64| {
+        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
+    };
+    expect(
+        r#"rowsync_http_requests_total{operation="list_some_models",method="GET",status="200"}"#,
+        3.0,
+    );
+    expect(
+        r#"rowsync_http_requests_total{operation="none",method="GET",status="404"}"#,
+        1.0,
+    );
+    expect(
+        r#"rowsync_http_request_duration_seconds_count{operation="list_some_models",method="GET",status="200"}"#,
+        3.0,
+    );
+    expect(&format!("rowsync_records_invalid_total{{{labels}}}"), 1.0);
+    expect(
+        &format!("rowsync_records_dead_lettered_total{{{labels}}}"),
+        1.0,
+    );
+    expect(&format!("rowsync_consumer_lag{{{labels}}}"), 0.0);
+    expect(
+        &format!("rowsync_worker_batch_records_count{{{labels}}}"),
+        1.0,
+    );
+    expect(
+        &format!("rowsync_worker_batch_records_sum{{{labels}}}"),
+        3.0,
+    );
+    expect(
+        &format!("rowsync_worker_batch_duration_seconds_count{{{labels}}}"),
+        1.0,
+    );
+    expect(r#"rowsync_worker_running{worker="upcreate"}"#, 1.0);
+    expect(r#"rowsync_worker_running{worker="delete"}"#, 0.0);
+    expect("rowsync_response_log_records_dropped_total", 0.0);
+    expect(r#"rowsync_db_pool_connections{state="max"}"#, 8.0);
+    assert!(
+        text.contains("# TYPE rowsync_http_request_duration_seconds histogram"),
+        "{text}"
+    );
+    app.cleanup().await;
+}
