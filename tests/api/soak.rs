@@ -37,6 +37,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 async fn a_million_records_through_random_faults_leave_the_table_exactly_as_the_topic_says() {
     let records = env_or("SOAK_RECORDS", 1_000_000);
     let ids = env_or("SOAK_IDS", 50_000) as i64;
+    // Spread the stream over time, so faults land all along it (40 s for a million).
+    let rate = env_or("SOAK_RATE", 25_000);
     let broker = TestBroker::start().await;
     let postgres = Arc::new(FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await);
     let mut settings = fresh_settings();
@@ -68,7 +70,10 @@ async fn a_million_records_through_random_faults_leave_the_table_exactly_as_the_
                 );
             }
             let mut seq: u64 = 0;
+            let began = Instant::now();
             while seq < records {
+                let due = began + Duration::from_secs_f64(seq as f64 / rate as f64);
+                tokio::time::sleep_until(due.into()).await;
                 let mut batches: Vec<Vec<Record>> = vec![Vec::new(); PARTITIONS as usize];
                 for _ in 0..5_000.min(records - seq) {
                     let id = (seq as i64 * 7919) % ids;
