@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Settings,
     db,
-    http::{self, response_log::ResponseLog, AppState},
+    http::{self, auth::Guard, response_log::ResponseLog, AppState},
     kafka::{producer::TopicProducer, Kafka},
     metrics::Metrics,
     workers::{dead_letter::DeadLetterQueue, WorkerDeps, WorkerKind, WorkerRegistry},
@@ -136,6 +136,7 @@ impl Application {
                 kafka,
                 objects,
                 metrics: Arc::new(metrics),
+                guard: Guard::new(&settings.auth),
             }),
             response_log,
             response_log_task,

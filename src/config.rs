@@ -20,6 +20,20 @@ pub struct Settings {
     /// Address the REST API listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
     pub listen_addr: SocketAddr,
+    #[command(flatten)]
+    pub auth: AuthSettings,
+}
+
+/// Who may call the API.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthSettings {
+    /// Bearer token required by every request that changes state (start, stop, reset,
+    /// write_to_kafka); unset, the API is open (a warning is logged at start-up). Never logged.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    pub api_token: Option<SecretString>,
+    /// Require the token for reads too (listing rows and workers).
+    #[arg(long, env = "API_TOKEN_FOR_READS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub api_token_for_reads: bool,
 }
 
 /// Where PostgreSQL is and how rowsync uses it.
@@ -183,6 +197,14 @@ impl KafkaSettings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.kafka_request_timeout_ms)
     }
+}
+
+/// A token must be non-empty: an empty `API_TOKEN=` would otherwise lock nothing while looking set.
+fn parse_token(value: &str) -> Result<SecretString, String> {
+    if value.trim().is_empty() {
+        return Err("must not be empty (unset it to leave the API open)".to_owned());
+    }
+    parse_secret(value)
 }
 
 fn parse_secret(value: &str) -> Result<SecretString, String> {

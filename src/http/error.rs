@@ -25,6 +25,9 @@ pub enum ApiError {
     /// The request is malformed; `field` names the culprit.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// A bearer token is required (`API_TOKEN` is set) and was missing or wrong.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
     /// The thing asked for does not exist.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -44,6 +47,11 @@ impl ApiError {
             message.into(),
             Some(field.to_owned()),
         )))
+    }
+
+    /// 401 with a message.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::Unauthorized(Json(body("unauthorized", message.into(), None)))
     }
 
     /// 404 with a message.
@@ -120,6 +128,7 @@ pub async fn render(error: poem::Error) -> Response {
     }
     let code = match status {
         StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",

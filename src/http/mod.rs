@@ -1,6 +1,7 @@
 //! The HTTP surface: the OpenAPI services under `/api`, Swagger UI at `/docs`, the spec at
 //! `/openapi.json`, trailing-slash normalisation, JSON errors and the response log.
 
+pub mod auth;
 pub mod error;
 pub mod health_api;
 pub mod response_log;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub objects: Arc<TopicProducer>,
     /// Everything `/metrics` exports.
     pub metrics: Arc<Metrics>,
+    /// Who may call what.
+    pub guard: auth::Guard,
 }
 
 /// Groups of operations in the spec.

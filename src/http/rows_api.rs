@@ -6,7 +6,11 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem_openapi::{param::Path, payload::Json, ApiResponse, Object, OpenApi};
 
-use super::{error::ApiError, ApiTags, AppState};
+use super::{
+    auth::{Access, ApiAuth},
+    error::ApiError,
+    ApiTags, AppState,
+};
 use crate::{
     db::rows,
     error::bounded,
@@ -64,7 +68,12 @@ impl SomeModelsApi {
         method = "get",
         operation_id = "list_some_models"
     )]
-    async fn list(&self, state: Data<&Arc<AppState>>) -> Result<RowsResponse, ApiError> {
+    async fn list(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: ApiAuth,
+    ) -> Result<RowsResponse, ApiError> {
+        state.guard.check(&auth, Access::Read)?;
         let rows = bounded("listing rows", QUERY_TIMEOUT, async {
             let client = state.pool.get().await?;
             rows::list(&client).await
@@ -86,7 +95,9 @@ impl SomeModelsApi {
     async fn start_upcreate(
         &self,
         state: Data<&Arc<AppState>>,
+        auth: ApiAuth,
     ) -> Result<WorkerStateResponse, ApiError> {
+        state.guard.check(&auth, Access::Write)?;
         start(&state, WorkerKind::Upcreate).await
     }
 
@@ -102,7 +113,9 @@ impl SomeModelsApi {
     async fn stop_upcreate(
         &self,
         state: Data<&Arc<AppState>>,
+        auth: ApiAuth,
     ) -> Result<WorkerStateResponse, ApiError> {
+        state.guard.check(&auth, Access::Write)?;
         stop(&state, WorkerKind::Upcreate).await
     }
 
@@ -118,7 +131,9 @@ impl SomeModelsApi {
     async fn start_delete(
         &self,
         state: Data<&Arc<AppState>>,
+        auth: ApiAuth,
     ) -> Result<WorkerStateResponse, ApiError> {
+        state.guard.check(&auth, Access::Write)?;
         start(&state, WorkerKind::Delete).await
     }
 
@@ -133,7 +148,9 @@ impl SomeModelsApi {
     async fn start_delete_post(
         &self,
         state: Data<&Arc<AppState>>,
+        auth: ApiAuth,
     ) -> Result<WorkerStateResponse, ApiError> {
+        state.guard.check(&auth, Access::Write)?;
         start(&state, WorkerKind::Delete).await
     }
 
@@ -149,7 +166,9 @@ impl SomeModelsApi {
     async fn stop_delete(
         &self,
         state: Data<&Arc<AppState>>,
+        auth: ApiAuth,
     ) -> Result<WorkerStateResponse, ApiError> {
+        state.guard.check(&auth, Access::Write)?;
         stop(&state, WorkerKind::Delete).await
     }
 
@@ -166,9 +185,11 @@ impl SomeModelsApi {
     async fn write_to_kafka(
         &self,
         state: Data<&Arc<AppState>>,
+        auth: ApiAuth,
         /// The row's id.
         id: Path<i64>,
     ) -> Result<PublishedRowResponse, ApiError> {
+        state.guard.check(&auth, Access::Write)?;
         let row = bounded("reading a row", QUERY_TIMEOUT, async {
             let client = state.pool.get().await?;
             rows::get(&client, id.0).await

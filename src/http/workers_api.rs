@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 use poem_openapi::{param::Path, payload::Json, ApiResponse, Enum, Object, OpenApi, Union};
 use rskafka::client::partition::OffsetAt;
 
-use super::{error::ApiError, ApiTags, AppState};
+use super::{
+    auth::{Access, ApiAuth},
+    error::ApiError,
+    ApiTags, AppState,
+};
 use crate::{
     error::Error,
     workers::{stats::WorkerStatus, WorkerKind},
@@ -93,13 +97,18 @@ impl WorkersApi {
     /// Every worker's state and, per partition, its next offset, the high watermark, the lag,
     /// and how many records it applied or skipped as invalid since the service started.
     #[oai(path = "/workers/", method = "get", operation_id = "list_workers")]
-    async fn list(&self, state: Data<&Arc<AppState>>) -> WorkersResponse {
-        WorkersResponse::Ok(Json(
+    async fn list(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: ApiAuth,
+    ) -> Result<WorkersResponse, ApiError> {
+        state.guard.check(&auth, Access::Read)?;
+        Ok(WorkersResponse::Ok(Json(
             WorkerKind::ALL
                 .into_iter()
                 .map(|kind| state.registry.stats(kind).status())
                 .collect(),
-        ))
+        )))
     }
 
     /// Show one worker
@@ -107,9 +116,11 @@ impl WorkersApi {
     async fn get(
         &self,
         state: Data<&Arc<AppState>>,
+        auth: ApiAuth,
         /// The worker: `upcreate` or `delete`.
         name: Path<String>,
     ) -> Result<WorkerResponse, ApiError> {
+        state.guard.check(&auth, Access::Read)?;
         let kind = WorkerKind::from_name(&name)
             .ok_or_else(|| ApiError::not_found(format!("no worker named {:?}", name.0)))?;
         Ok(WorkerResponse::Ok(Json(
@@ -130,10 +141,12 @@ impl WorkersApi {
     async fn reset_offsets(
         &self,
         state: Data<&Arc<AppState>>,
+        auth: ApiAuth,
         /// The worker: `upcreate` or `delete`.
         name: Path<String>,
         body: Json<ResetOffsetsRequest>,
     ) -> Result<ResetOffsetsResponse, ApiError> {
+        state.guard.check(&auth, Access::Write)?;
         let kind = WorkerKind::from_name(&name)
             .ok_or_else(|| ApiError::not_found(format!("no worker named {:?}", name.0)))?;
         let target = match body.0.to {

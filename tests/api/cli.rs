@@ -62,3 +62,16 @@ fn an_unreachable_database_fails_start_up_without_printing_the_password() {
     assert!(all.contains("PostgreSQL"), "{all}");
     assert!(!all.contains("hunter2"), "{all}");
 }
+
+#[test]
+fn an_empty_api_token_stops_start_up_naming_it() {
+    let output = rowsync()
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1/postgres")
+        .env("KAFKA_HOST", "kafka")
+        .env("API_TOKEN", "")
+        .output()
+        .expect("running rowsync");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("API_TOKEN"), "{stderr}");
+}

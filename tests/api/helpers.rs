@@ -6,7 +6,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use rand::Rng;
 use rowsync::{
     app::Application,
-    config::{DatabaseSettings, KafkaSettings, Settings, TopicSettings},
+    config::{AuthSettings, DatabaseSettings, KafkaSettings, Settings, TopicSettings},
     model::Row,
 };
 use rskafka::{
@@ -83,6 +83,7 @@ pub fn fresh_settings() -> Settings {
             delete_dlq_topic: None,
         },
         listen_addr: "127.0.0.1:0".parse().expect("a valid address"),
+        auth: AuthSettings::default(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: the real app, in-process on port 0, against real PostgreSQL and a real
 //! Kafka broker (see `scripts/dev-deps`). Each test has its own schema and topics.
 
+mod auth;
 mod cli;
 mod consumer_steps;
 mod crash;
