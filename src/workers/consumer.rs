@@ -16,6 +16,7 @@ use rskafka::{
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{
     dead_letter::{DeadLetter, DeadLetterQueue},
@@ -104,7 +105,9 @@ pub async fn supervise(context: Arc<WorkerContext>, cancel: CancellationToken) {
     let mut loops = JoinSet::new();
     for partition in partitions {
         let consumer = PartitionConsumer::new(Arc::clone(&context), partition);
-        loops.spawn(consumer.run(cancel.clone()));
+        // Every line logged by the loop (rskafka's too) carries worker, topic and partition.
+        let span = tracing::info_span!("partition", worker, topic, partition);
+        loops.spawn(consumer.run(cancel.clone()).instrument(span));
     }
     while let Some(joined) = loops.join_next().await {
         if let Err(error) = joined {

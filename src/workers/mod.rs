@@ -219,7 +219,11 @@ impl WorkerRegistry {
             fetch_max_bytes: self.deps.fetch_max_bytes,
             batch_metrics: self.deps.batch_metrics.clone(),
         });
-        let task = tokio::spawn(consumer::supervise(context, cancel.clone()));
+        let span = tracing::info_span!("worker", worker = kind.name(), topic = %context.topic);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            consumer::supervise(context, cancel.clone()),
+            span,
+        ));
         RunningWorker { cancel, task }
     }
 

@@ -12,6 +12,7 @@ mod fault_proxy;
 mod faults;
 mod health;
 mod helpers;
+mod logs;
 mod metrics;
 mod migrations;
 mod openapi;

@@ -25,6 +25,16 @@ fn free_port() -> u16 {
 impl RowsyncProcess {
     /// Starts the binary with `settings` (on a free port) and waits until it is live.
     pub async fn start(settings: &Settings) -> Self {
+        Self::start_with(settings, &[], None).await
+    }
+
+    /// Like [`start`](Self::start), with extra environment variables and stdout (the logs)
+    /// written to `logs` when given.
+    pub async fn start_with(
+        settings: &Settings,
+        extra_env: &[(&str, &str)],
+        logs: Option<&std::path::Path>,
+    ) -> Self {
         let port = free_port();
         let database = &settings.database;
         let topics = &settings.topics;
@@ -60,6 +70,10 @@ impl RowsyncProcess {
             )
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        command.envs(extra_env.iter().copied());
+        if let Some(path) = logs {
+            command.stdout(std::fs::File::create(path).expect("creating the log file"));
+        }
         let child = command.spawn().expect("starting rowsync");
         let process = Self {
             child,
