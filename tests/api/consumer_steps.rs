@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use rowsync::{
-    kafka::Kafka,
+    kafka::{producer::TopicProducer, Kafka},
     workers::{
         consumer::{PartitionConsumer, Step, WorkerContext},
         dead_letter::DeadLetterQueue,
@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    fault_proxy::Fault,
     helpers::{fresh_settings, TestApp},
     test_broker::TestBroker,
 };
@@ -93,5 +94,92 @@ async fn records_reaching_a_recreated_topic_after_the_consumer_positioned_itself
 
     cancel.cancel();
     assert_eq!(consumer.step(&cancel).await.unwrap(), Step::Cancelled);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batch_whose_dead_letters_cannot_be_written_is_not_applied_until_they_can() {
+    // The source topic on the shared broker; the dead-letter topic on a broker of its own,
+    // behind a proxy, so only the dead-letter write fails.
+    let dlq_broker = TestBroker::start().await;
+    let settings = fresh_settings();
+    let app = TestApp::start(settings.clone()).await;
+    let topic = settings.topics.updates_topic.clone();
+    let mut dlq_settings = settings.kafka.clone();
+    dlq_settings.kafka_bootstrap_servers = vec![dlq_broker.bootstrap()];
+    dlq_settings.kafka_request_timeout_ms = 1_000;
+    let dlq_kafka = Kafka::connect(&dlq_settings).await.unwrap();
+    let dlq_topic = format!("{topic}.dlq");
+    dlq_kafka.ensure_topics(&[&dlq_topic], 3, 1).await.unwrap();
+    let dlq = TopicProducer::connect(&dlq_kafka, &dlq_topic)
+        .await
+        .unwrap();
+    let context = Arc::new(WorkerContext {
+        kind: WorkerKind::Upcreate,
+        topic: topic.clone(),
+        pool: rowsync::db::pool(&settings.database).unwrap(),
+        kafka: Kafka::connect(&settings.kafka).await.unwrap(),
+        stats: Arc::new(WorkerStats::new(WorkerKind::Upcreate, &topic)),
+        dead_letters: DeadLetterQueue::new(Some(Arc::new(dlq))),
+        topic_layout: (3, 1),
+        fetch_max_bytes: 1024 * 1024,
+        batch_metrics: rowsync::metrics::Metrics::new().batches(),
+    });
+    let cancel = CancellationToken::new();
+    let mut consumer = PartitionConsumer::new(Arc::clone(&context), 0);
+    assert_eq!(
+        consumer.step(&cancel).await.unwrap(),
+        Step::Positioned { at: 0 }
+    );
+    produce(
+        &app,
+        &topic,
+        &[
+            json!({"id": 1, "name": "held"}).to_string(),
+            "not json".to_owned(),
+        ],
+    )
+    .await;
+
+    dlq_broker.proxy.set(Fault::Cut);
+    let failed = consumer.step(&cancel).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert!(
+        app.rows().await.is_empty(),
+        "nothing of the batch is applied"
+    );
+    let stored = app
+        .db
+        .query_opt(
+            "SELECT next_offset FROM kafka_offsets WHERE partition = 0",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(stored.is_none(), "the offset did not move");
+
+    dlq_broker.proxy.set(Fault::Pass);
+    // rskafka reconnects on its own schedule; each failed step changes nothing.
+    let deadline = tokio::time::Instant::now() + crate::helpers::DEADLINE;
+    let applied = loop {
+        match consumer.step(&cancel).await {
+            Ok(step) => break step,
+            Err(error) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "still failing: {error}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(
+        applied,
+        Step::Applied {
+            valid: 1,
+            invalid: 1
+        }
+    );
+    assert_eq!(app.rows().await.len(), 1);
     app.cleanup().await;
 }
