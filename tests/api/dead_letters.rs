@@ -3,13 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
-use crate::helpers::{eventually, pairs, spawn_app, TestApp};
-
-fn update(id: i64, name: &str) -> String {
-    json!({"id": id, "name": name}).to_string()
-}
+use crate::helpers::{eventually, pairs, spawn_app, update, TestApp};
 
 /// Dead letters of `topic` as (value, headers), sorted by source offset.
 async fn dead_letters(

@@ -4,17 +4,13 @@
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::{
     fault_proxy::{Fault, FaultProxy},
-    helpers::{database_url, eventually, fresh_settings, TestApp},
+    helpers::{database_url, eventually, fresh_settings, update, TestApp},
     test_broker::TestBroker,
 };
-
-fn update(id: i64, name: &str) -> String {
-    json!({"id": id, "name": name}).to_string()
-}
 
 /// `count` updates of ids `0..count`, all named `name`.
 fn updates(count: i64, name: &str) -> Vec<String> {

@@ -368,6 +368,11 @@ where
     }
 }
 
+/// An upsert message, `{"id": …, "name": …}`.
+pub fn update(id: i64, name: &str) -> String {
+    serde_json::json!({"id": id, "name": name}).to_string()
+}
+
 /// Rows as (id, name) pairs, for compact assertions.
 pub fn pairs(rows: &[Row]) -> Vec<(i64, String)> {
     rows.iter().map(|r| (r.id, r.name.clone())).collect()

@@ -1,12 +1,6 @@
 //! The upsert worker: `{"id", "name"}` messages on `UPDATES_TOPIC` become rows.
 
-use serde_json::json;
-
-use crate::helpers::{eventually, pairs, spawn_app, TestApp};
-
-fn update(id: i64, name: &str) -> String {
-    json!({"id": id, "name": name}).to_string()
-}
+use crate::helpers::{eventually, pairs, spawn_app, update, TestApp};
 
 async fn wait_for_rows(app: &TestApp, expected: &[(i64, &str)]) {
     let expected: Vec<(i64, String)> = expected.iter().map(|(i, n)| (*i, n.to_string())).collect();

@@ -2,11 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, pairs, spawn_app, TestApp};
-
-fn update(id: i64, name: &str) -> String {
-    json!({"id": id, "name": name}).to_string()
-}
+use crate::helpers::{eventually, pairs, spawn_app, update, TestApp};
 
 async fn wait_for_rows(app: &TestApp, count: usize) {
     eventually(&format!("{count} rows"), || async {
