@@ -5,6 +5,7 @@
 //! - [`app`] — assembles everything, serves, shuts down in order.
 //! - [`cli`], [`config`] — command line and settings (environment / `.env`).
 //! - [`telemetry`] — logging (text or JSON lines); [`shutdown`] — the signals that stop it.
+//! - [`healthcheck`] — `rowsync healthcheck`, a dependency-free probe of `/health/live`.
 //! - [`db`] — pool, migrations (`sql/`), and the hand-written SQL for rows and stored offsets.
 //! - [`kafka`] — the rskafka client, topic creation, the Java-compatible partitioner, the message codec.
 //! - [`workers`] — the worker registry and the per-partition consumer loops.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod healthcheck;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

@@ -1,11 +1,12 @@
-//! The `rowsync` binary: wiring only. Loads `.env`, parses settings, then serves or migrates.
+//! The `rowsync` binary: wiring only. Loads `.env`, parses settings, then serves, migrates or
+//! probes a running instance (`healthcheck`).
 
 use std::process::ExitCode;
 
 use rowsync::{
     app::{migrate_only, Application},
     cli::{Cli, CliError, Command},
-    shutdown, telemetry,
+    healthcheck, shutdown, telemetry,
 };
 
 // musl's allocator roughly halves Kafka throughput in the static build; mimalloc restores it.
@@ -26,9 +27,14 @@ async fn main() -> ExitCode {
             eprintln!("{line}");
             return ExitCode::from(2);
         }
+        Err(CliError::InvalidHealthcheck(line)) => {
+            eprintln!("{line}");
+            return ExitCode::FAILURE;
+        }
     };
     telemetry::init();
     let outcome = match cli.command.unwrap_or(Command::Serve) {
+        Command::Healthcheck => return probe(cli.settings.listen_addr).await,
         Command::Migrate => migrate_only(&cli.settings).await,
         Command::Serve => serve(cli).await,
     };
@@ -44,4 +50,19 @@ async fn main() -> ExitCode {
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     let app = Application::build(cli.settings).await?;
     app.run_until_stopped(shutdown::signal()).await
+}
+
+/// `rowsync healthcheck`: 0 when the API listening on `listen_addr` is live, else 1.
+async fn probe(listen_addr: std::net::SocketAddr) -> ExitCode {
+    let addr = healthcheck::probe_addr(listen_addr);
+    match healthcheck::check(addr, healthcheck::TIMEOUT).await {
+        Ok(()) => {
+            println!("healthy: {addr} answered 200");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("unhealthy: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
