@@ -1,0 +1,153 @@
+# shellcheck shell=bash
+# Helpers for scripts/check-*, sourced from the repository root: installing missing tools,
+# pinned Python and Node tools under the target directory, and running a rowsync binary against
+# the local PostgreSQL and broker with a fresh schema and fresh topics, waiting with deadlines.
+# It defines functions and variables only.
+
+database_url=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+kafka_bootstrap=${TEST_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
+script_name=$(basename "$0")
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+shopt -s inherit_errexit
+
+die() {
+  echo "$script_name: FAILED: $*" >&2
+  exit 1
+}
+
+# need COMMAND DEBIAN_PACKAGE: installs the package with apt-get when the command is missing.
+need() {
+  command -v "$1" >/dev/null && return 0
+  echo "$script_name: installing $2 (for $1)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+  command -v "$1" >/dev/null || die "$1 is still missing after installing $2"
+}
+
+# tools_venv: prints the path of a virtualenv holding scripts/lib/requirements.txt (pinned),
+# made under the target directory; remade when the requirements change.
+tools_venv() {
+  local venv=$target_dir/tools/venv
+  if ! cmp -s scripts/lib/requirements.txt "$venv/requirements.txt"; then
+    echo "$script_name: installing Python tools into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/lib/requirements.txt >&2
+    cp scripts/lib/requirements.txt "$venv/requirements.txt"
+  fi
+  echo "$venv"
+}
+
+# tools_node: prints the path of a folder whose node_modules holds scripts/lib/package-lock.json
+# exactly (npm ci), made under the target directory; remade when the lock changes.
+tools_node() {
+  local dir=$target_dir/tools/node
+  need npm npm
+  if ! cmp -s scripts/lib/package-lock.json "$dir/package-lock.json" || [ ! -d "$dir/node_modules" ]; then
+    echo "$script_name: installing Node tools into $dir" >&2
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp scripts/lib/package.json scripts/lib/package-lock.json "$dir/"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  fi
+  echo "$dir"
+}
+
+# free_port: prints a TCP port on 127.0.0.1 that was free a moment ago.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# http_status URL [CURL_ARGS...]: prints the status code of URL (000 when nothing answers).
+http_status() {
+  local url=$1
+  shift
+  curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" "$url" || true
+}
+
+rowsync_pid=
+rowsync_schema=
+rowsync_port=
+rowsync_log=
+
+# start_rowsync BINARY WORKDIR: starts BINARY in the background with only the settings below in
+# its environment (from WORKDIR, so no .env is read): a fresh schema, fresh topics, a free port.
+# Sets rowsync_pid, rowsync_schema, rowsync_port and rowsync_log.
+start_rowsync() {
+  local bin=$1 workdir=$2
+  mkdir -p "$workdir"
+  rowsync_schema=ship_$(date +%s)_$RANDOM
+  rowsync_port=$(free_port)
+  rowsync_log=$workdir/rowsync.log
+  (
+    cd "$workdir" || exit 1
+    exec env -i PATH="$PATH" RUST_LOG=info \
+      DATABASE_URL="$database_url" DB_SCHEMA="$rowsync_schema" \
+      KAFKA_BOOTSTRAP_SERVERS="$kafka_bootstrap" \
+      UPDATES_TOPIC="$rowsync_schema.updates" DELETE_TOPIC="$rowsync_schema.deletions" \
+      OBJECTS_TO_KAFKA_TOPIC="$rowsync_schema.some_model_objects" \
+      REST_LOG_TOPIC="$rowsync_schema.django-responses" \
+      LISTEN_ADDR="127.0.0.1:$rowsync_port" \
+      "$bin"
+  ) >"$rowsync_log" 2>&1 &
+  rowsync_pid=$!
+  echo "$script_name: started $bin (pid $rowsync_pid) on 127.0.0.1:$rowsync_port, schema $rowsync_schema"
+}
+
+# rowsync_running: true while the started process has not exited.
+rowsync_running() {
+  [ -n "$rowsync_pid" ] && [ -d "/proc/$rowsync_pid" ] &&
+    ! grep -q '^[^ ]* ([^)]*) Z' "/proc/$rowsync_pid/stat" 2>/dev/null
+}
+
+# wait_live SECONDS: until GET /health/live answers 200; fails at once if rowsync exits.
+wait_live() {
+  local url=http://127.0.0.1:$rowsync_port/health/live deadline=$((SECONDS + $1))
+  until [ "$(http_status "$url")" = 200 ]; do
+    if ! rowsync_running; then
+      tail -n 40 "$rowsync_log" >&2
+      die "rowsync exited before $url answered 200"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 40 "$rowsync_log" >&2
+      die "$url did not answer 200 within $1 s"
+    fi
+    sleep 0.2
+  done
+}
+
+# stop_rowsync SECONDS: sends SIGTERM and waits up to SECONDS for the exit; returns its status.
+stop_rowsync() {
+  local deadline=$((SECONDS + $1)) status=0
+  kill -TERM "$rowsync_pid"
+  while rowsync_running; do
+    if ((SECONDS >= deadline)); then
+      kill -KILL "$rowsync_pid"
+      die "rowsync did not exit within $1 s of SIGTERM"
+    fi
+    sleep 0.1
+  done
+  wait "$rowsync_pid" || status=$?
+  rowsync_pid=
+  return "$status"
+}
+
+# drop_schema: drops the started instance's schema; fails loudly when it cannot.
+drop_schema() {
+  PGOPTIONS="-c client_min_messages=warning" psql "$database_url" -q -v ON_ERROR_STOP=1 \
+    -c "DROP SCHEMA IF EXISTS \"$rowsync_schema\" CASCADE" >/dev/null ||
+    die "could not drop schema $rowsync_schema"
+  rowsync_schema=
+}
+
+# cleanup_rowsync: kills a rowsync still running and drops its schema; for `trap … EXIT`.
+cleanup_rowsync() {
+  if rowsync_running; then
+    kill -KILL "$rowsync_pid" 2>/dev/null || true
+  fi
+  if [ -n "$rowsync_schema" ]; then
+    PGOPTIONS="-c client_min_messages=warning" psql "$database_url" -q -v ON_ERROR_STOP=1 \
+      -c "DROP SCHEMA IF EXISTS \"$rowsync_schema\" CASCADE" >/dev/null 2>&1 ||
+      echo "$script_name: could not drop schema $rowsync_schema" >&2
+  fi
+}
