@@ -1,12 +1,13 @@
 # Drives every operation of openapi/openapi.json through the client openapi-python-client
 # generated from it, against a running rowsync with a fresh schema and topics (scripts/check-client
-# starts it and inserts one row). Checks each status code and that each body parses into the
-# generated types with no field the spec does not describe. Fails when the spec has an operation
-# this file does not exercise.
-#   usage: client_drive.py SPEC CLIENT_PARENT_DIR BASE_URL ROW_ID ROW_NAME
+# starts it, requiring a bearer token for every /api call, and inserts one row). Checks each status
+# code and that each body parses into the generated types with no field the spec does not
+# describe. Fails when the spec has an operation this file does not exercise.
+#   usage: ROWSYNC_API_TOKEN=… client_drive.py SPEC CLIENT_PARENT_DIR BASE_URL ROW_ID ROW_NAME
 import datetime
 import importlib
 import json
+import os
 import sys
 
 import attrs
@@ -37,20 +38,25 @@ def fully_typed(value, where="body"):
 
 
 class Driver:
-    def __init__(self, client_module, base_url):
+    def __init__(self, client_module, base_url, token):
         self.pkg = client_module
         self.models = importlib.import_module(f"{client_module}.models")
-        client_class = importlib.import_module(client_module).Client
-        self.client = client_class(base_url=base_url, raise_on_unexpected_status=True, timeout=30.0)
+        generated = importlib.import_module(client_module)
+        options = {"base_url": base_url, "raise_on_unexpected_status": True, "timeout": 30.0}
+        self.client = generated.AuthenticatedClient(token=token, **options)
+        self.anonymous = generated.Client(**options)
         self.exercised = set()
 
-    def call(self, tag, operation, status, model, *args, **kwargs):
-        """Calls `operation`, checks the status and the body's type; returns the parsed body."""
+    def call(self, tag, operation, status, model, *args, anonymous=False, **kwargs):
+        """Calls `operation` (with the token unless `anonymous`), checks the status and the
+        body's type; returns the parsed body."""
         module = importlib.import_module(f"{self.pkg}.api.{tag}.{operation}")
-        response = module.sync_detailed(*args, client=self.client, **kwargs)
+        client = self.anonymous if anonymous else self.client
+        response = module.sync_detailed(*args, client=client, **kwargs)
         shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+        shown += ") without a token" if anonymous else ")"
         assert response.status_code == status, (
-            f"{operation}({shown}) answered {int(response.status_code)}, not {status}: {response.content!r}"
+            f"{operation}({shown} answered {int(response.status_code)}, not {status}: {response.content!r}"
         )
         parsed = response.parsed
         if isinstance(model, list):
@@ -60,7 +66,7 @@ class Driver:
             assert isinstance(parsed, model), f"{operation}: body is {type(parsed).__name__}, not {model.__name__}"
         fully_typed(parsed, operation)
         self.exercised.add(operation)
-        print(f"  {operation}({shown}) -> {int(response.status_code)} {type(parsed).__name__}")
+        print(f"  {operation}({shown} -> {int(response.status_code)} {type(parsed).__name__}")
         return parsed
 
     def worker_state(self, operation, worker, state):
@@ -72,11 +78,20 @@ class Driver:
         m = self.models
         running, stopped = m.WorkerState.RUNNING, m.WorkerState.STOPPED
 
-        live = self.call("health", "health_live", 200, m.HealthBody)
+        # Health and metrics are for orchestrators and scrapers: no token needed.
+        live = self.call("health", "health_live", 200, m.HealthBody, anonymous=True)
         assert live.status == "ok", live
-        ready = self.call("health", "health_ready", 200, m.HealthBody)
+        ready = self.call("health", "health_ready", 200, m.HealthBody, anonymous=True)
         assert ready.status == "ok", ready
         assert (ready.checks.postgres, ready.checks.migrations, ready.checks.kafka) == ("ok",) * 3, ready
+        metrics = self.call("health", "metrics", 200, str, anonymous=True)
+        names = {line.split("{")[0].split()[0] for line in metrics.splitlines() if line and not line.startswith("#")}
+        assert names and all(name.startswith("rowsync_") for name in names), sorted(names)[:10]
+
+        # Every /api call needs the token (API_TOKEN with API_TOKEN_FOR_READS).
+        for operation in ("list_some_models", "start_upcreate_from_kafka"):
+            refused = self.call("some_models", operation, 401, m.ErrorBody, anonymous=True)
+            assert refused.error == "unauthorized", refused
 
         rows = self.call("some_models", "list_some_models", 200, [m.Row])
         assert [(row.id, row.name) for row in rows] == [(row_id, row_name)], rows
@@ -128,7 +143,7 @@ class Driver:
 def main():
     spec, parent, base_url, row_id, row_name = sys.argv[1:6]
     sys.path.insert(0, parent)
-    driver = Driver("rowsync_client", base_url)
+    driver = Driver("rowsync_client", base_url, os.environ["ROWSYNC_API_TOKEN"])
     driver.run(int(row_id), row_name)
     missing = operation_ids(spec) - driver.exercised
     assert not missing, f"operations in the spec this check does not exercise: {sorted(missing)}"

@@ -70,11 +70,13 @@ rowsync_schema=
 rowsync_port=
 rowsync_log=
 
-# start_rowsync BINARY WORKDIR: starts BINARY in the background with only the settings below in
-# its environment (from WORKDIR, so no .env is read): a fresh schema, fresh topics, a free port.
-# Sets rowsync_pid, rowsync_schema, rowsync_port and rowsync_log.
+# start_rowsync BINARY WORKDIR [NAME=VALUE...]: starts BINARY in the background with only the
+# settings below (and any NAME=VALUE given) in its environment, from WORKDIR so no .env is read:
+# a fresh schema, fresh topics, a free port. Sets rowsync_pid, rowsync_schema, rowsync_port and
+# rowsync_log.
 start_rowsync() {
   local bin=$1 workdir=$2
+  shift 2
   mkdir -p "$workdir"
   rowsync_schema=ship_$(date +%s)_$RANDOM
   rowsync_port=$(free_port)
@@ -88,6 +90,7 @@ start_rowsync() {
       OBJECTS_TO_KAFKA_TOPIC="$rowsync_schema.some_model_objects" \
       REST_LOG_TOPIC="$rowsync_schema.django-responses" \
       LISTEN_ADDR="127.0.0.1:$rowsync_port" \
+      "$@" \
       "$bin"
   ) >"$rowsync_log" 2>&1 &
   rowsync_pid=$!
