@@ -111,6 +111,7 @@ impl Application {
                 ),
                 fetch_max_bytes: settings.kafka.kafka_fetch_max_bytes,
                 batch_metrics: metrics.batches(),
+                db_timeout: settings.database.timeout(),
             },
             root.clone(),
         ));
@@ -137,6 +138,7 @@ impl Application {
                 objects,
                 metrics: Arc::new(metrics),
                 guard: Guard::new(&settings.auth),
+                db_timeout: settings.database.timeout(),
             }),
             response_log,
             response_log_task,

@@ -60,6 +60,9 @@ pub struct DatabaseSettings {
     /// Schema holding rowsync's tables (created if missing); PostgreSQL's search path when unset.
     #[arg(long, env = "DB_SCHEMA", value_parser = parse_identifier)]
     pub db_schema: Option<String>,
+    /// Upper bound, in milliseconds, on any single PostgreSQL operation (a query, applying a batch).
+    #[arg(long, env = "DB_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub db_timeout_ms: u64,
     /// Most connections the pool opens.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_pool_size: u32,
@@ -174,6 +177,11 @@ impl DatabaseSettings {
             .application_name("rowsync")
             .connect_timeout(Duration::from_secs(5));
         Ok(config)
+    }
+
+    /// Upper bound on any single PostgreSQL operation.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.db_timeout_ms)
     }
 
     /// The schema rowsync's tables live in.

@@ -29,7 +29,7 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     Pool::builder(manager)
         .max_size(settings.db_pool_size as usize)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_secs(10)))
+        .wait_timeout(Some(settings.timeout()))
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()

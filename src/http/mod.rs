@@ -40,6 +40,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Who may call what.
     pub guard: auth::Guard,
+    /// Bound on a request's PostgreSQL work; past it the request answers 503.
+    pub db_timeout: std::time::Duration,
 }
 
 /// Groups of operations in the spec.

@@ -19,9 +19,6 @@ use crate::{
     workers::{WorkerKind, WorkerState},
 };
 
-/// Bound on a request's database work; past it the request answers 503.
-const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// A worker's state after a start or a stop.
 #[derive(Debug, Clone, Object)]
 pub struct WorkerStateBody {
@@ -74,7 +71,7 @@ impl SomeModelsApi {
         auth: ApiAuth,
     ) -> Result<RowsResponse, ApiError> {
         state.guard.check(&auth, Access::Read)?;
-        let rows = bounded("listing rows", QUERY_TIMEOUT, async {
+        let rows = bounded("listing rows", state.db_timeout, async {
             let client = state.pool.get().await?;
             rows::list(&client).await
         })
@@ -190,7 +187,7 @@ impl SomeModelsApi {
         id: Path<i64>,
     ) -> Result<PublishedRowResponse, ApiError> {
         state.guard.check(&auth, Access::Write)?;
-        let row = bounded("reading a row", QUERY_TIMEOUT, async {
+        let row = bounded("reading a row", state.db_timeout, async {
             let client = state.pool.get().await?;
             rows::get(&client, id.0).await
         })

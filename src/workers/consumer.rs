@@ -34,8 +34,6 @@ use crate::{
 
 /// How long the broker may hold a fetch open waiting for new records (tansu needs ≥ 1 ms).
 const FETCH_MAX_WAIT_MS: i32 = 500;
-/// Bound on applying one batch in PostgreSQL.
-const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What one worker's loops share.
 pub struct WorkerContext {
@@ -52,6 +50,8 @@ pub struct WorkerContext {
     pub fetch_max_bytes: i32,
     /// Where batch sizes and latencies are recorded.
     pub batch_metrics: BatchMetrics,
+    /// Bound on any single PostgreSQL operation (reading offsets, applying a batch).
+    pub db_timeout: Duration,
 }
 
 impl WorkerContext {
@@ -312,7 +312,7 @@ impl PartitionConsumer {
 
     /// Reads the stored offset; a partition never seen before starts at its earliest offset.
     async fn load_position(&mut self) -> Result<i64> {
-        let stored = bounded("reading stored offsets", APPLY_TIMEOUT, async {
+        let stored = bounded("reading stored offsets", self.context.db_timeout, async {
             let client = self.context.pool.get().await?;
             offsets::load(&client, self.context.kind.name(), &self.context.topic).await
         })
@@ -427,7 +427,7 @@ impl PartitionConsumer {
 
         let first_try = bounded(
             "applying a batch",
-            APPLY_TIMEOUT,
+            self.context.db_timeout,
             self.commit(&records, &mut batch, next, fingerprint, false),
         )
         .await;
@@ -436,7 +436,7 @@ impl PartitionConsumer {
                 tracing::warn!(worker, topic, partition, reason = %reason, "PostgreSQL refused a record; isolating it");
                 bounded(
                     "applying a batch",
-                    APPLY_TIMEOUT,
+                    self.context.db_timeout,
                     self.commit(&records, &mut batch, next, fingerprint, true),
                 )
                 .await?

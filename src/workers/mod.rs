@@ -20,9 +20,6 @@ use crate::{
 use dead_letter::DeadLetterQueue;
 pub use stats::{WorkerState, WorkerStats};
 
-/// Bound on recording a worker's desired state.
-const DESIRED_STATE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// How long `stop` waits for a worker to reach a batch boundary before aborting it.
 /// An aborted batch is rolled back whole, so aborting is safe, only slower to recover from.
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
@@ -75,6 +72,8 @@ pub struct WorkerDeps {
     pub fetch_max_bytes: i32,
     /// Where batch sizes and latencies are recorded.
     pub batch_metrics: BatchMetrics,
+    /// Bound on any single PostgreSQL operation.
+    pub db_timeout: Duration,
 }
 
 /// A started worker: the token that asks it to stop and the task to wait for.
@@ -146,7 +145,7 @@ impl WorkerRegistry {
         let client = self.deps.pool.get().await?;
         let wanted = bounded(
             "reading workers' desired state",
-            DESIRED_STATE_TIMEOUT,
+            self.deps.db_timeout,
             db::workers::desired_running(&client),
         )
         .await?;
@@ -188,7 +187,7 @@ impl WorkerRegistry {
         let client = self.deps.pool.get().await?;
         bounded(
             "storing offsets",
-            DESIRED_STATE_TIMEOUT,
+            self.deps.db_timeout,
             db::offsets::store(&client, kind.name(), &topic, &offsets),
         )
         .await?;
@@ -218,6 +217,7 @@ impl WorkerRegistry {
             topic_layout: self.deps.topic_layout,
             fetch_max_bytes: self.deps.fetch_max_bytes,
             batch_metrics: self.deps.batch_metrics.clone(),
+            db_timeout: self.deps.db_timeout,
         });
         let span = tracing::info_span!("worker", worker = kind.name(), topic = %context.topic);
         let task = tokio::spawn(tracing::Instrument::instrument(
@@ -231,7 +231,7 @@ impl WorkerRegistry {
         let client = self.deps.pool.get().await?;
         bounded(
             "storing a worker's desired state",
-            DESIRED_STATE_TIMEOUT,
+            self.deps.db_timeout,
             db::workers::set_desired(&client, kind.name(), running),
         )
         .await

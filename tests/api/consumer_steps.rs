@@ -52,6 +52,7 @@ async fn records_reaching_a_recreated_topic_after_the_consumer_positioned_itself
         topic_layout: (3, 1),
         fetch_max_bytes: 1024 * 1024,
         batch_metrics: rowsync::metrics::Metrics::new().batches(),
+        db_timeout: std::time::Duration::from_secs(5),
     });
     let cancel = CancellationToken::new();
 
@@ -124,6 +125,7 @@ async fn a_batch_whose_dead_letters_cannot_be_written_is_not_applied_until_they_
         topic_layout: (3, 1),
         fetch_max_bytes: 1024 * 1024,
         batch_metrics: rowsync::metrics::Metrics::new().batches(),
+        db_timeout: std::time::Duration::from_secs(5),
     });
     let cancel = CancellationToken::new();
     let mut consumer = PartitionConsumer::new(Arc::clone(&context), 0);

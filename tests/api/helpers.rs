@@ -63,6 +63,8 @@ pub fn fresh_settings() -> Settings {
             postgres_password: None,
             db_schema: Some(format!("test_{suffix}")),
             db_pool_size: 8,
+            // Short, so a hanging PostgreSQL shows as `retrying` well within a test's deadline.
+            db_timeout_ms: 5_000,
         },
         kafka: KafkaSettings {
             kafka_bootstrap_servers: vec![bootstrap()],

@@ -51,6 +51,7 @@ impl RowsyncProcess {
                     .expose_secret(),
             )
             .env("DB_SCHEMA", database.schema())
+            .env("DB_TIMEOUT_MS", database.db_timeout_ms.to_string())
             .env(
                 "KAFKA_BOOTSTRAP_SERVERS",
                 settings.kafka.bootstrap_servers().join(","),
