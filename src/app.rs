@@ -32,8 +32,9 @@ pub struct Application {
     acceptor: TcpAcceptor,
     port: u16,
     state: Arc<AppState>,
-    response_log: ResponseLog,
-    response_log_task: JoinHandle<()>,
+    /// `None` when `REST_LOG_ENABLED=false`.
+    response_log: Option<ResponseLog>,
+    response_log_task: Option<JoinHandle<()>>,
     stats: Arc<http::response_log::ResponseLogStats>,
     root: CancellationToken,
 }
@@ -60,8 +61,10 @@ impl Application {
             &topics.updates_topic,
             &topics.delete_topic,
             &topics.objects_to_kafka_topic,
-            &topics.rest_log_topic,
         ];
+        if topics.rest_log_enabled {
+            all_topics.push(&topics.rest_log_topic);
+        }
         all_topics.extend(dead_letter_topics.iter().filter_map(|(_, t)| t.as_deref()));
         kafka
             .ensure_topics(
@@ -76,13 +79,18 @@ impl Application {
                 .await
                 .context("connecting to the objects topic")?,
         );
-        let rest_log = Arc::new(
-            TopicProducer::connect(&kafka, &topics.rest_log_topic)
-                .await
-                .context("connecting to the response-log topic")?,
-        );
-        let (response_log, stats, response_log_task) =
-            ResponseLog::spawn(rest_log, RESPONSE_LOG_QUEUE);
+        let (response_log, stats, response_log_task) = if topics.rest_log_enabled {
+            let rest_log = Arc::new(
+                TopicProducer::connect(&kafka, &topics.rest_log_topic)
+                    .await
+                    .context("connecting to the response-log topic")?,
+            );
+            let (log, stats, task) = ResponseLog::spawn(rest_log, RESPONSE_LOG_QUEUE);
+            (Some(log), stats, Some(task))
+        } else {
+            tracing::info!("response log off (REST_LOG_ENABLED=false)");
+            (None, Arc::default(), None)
+        };
 
         let mut dead_letters = HashMap::new();
         for (kind, topic) in dead_letter_topics {
@@ -173,11 +181,13 @@ impl Application {
         self.state.registry.stop_all().await;
         self.root.cancel();
         // The endpoint, and with it the last response-log sender, is gone: the publisher drains.
-        if tokio::time::timeout(RESPONSE_LOG_DRAIN, self.response_log_task)
-            .await
-            .is_err()
-        {
-            tracing::warn!("response log not drained in time; queued records are lost");
+        if let Some(task) = self.response_log_task {
+            if tokio::time::timeout(RESPONSE_LOG_DRAIN, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("response log not drained in time; queued records are lost");
+            }
         }
         self.state.pool.close();
         tracing::info!("stopped");

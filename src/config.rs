@@ -117,6 +117,10 @@ pub struct TopicSettings {
     /// Topic every REST response under `/api` is logged to.
     #[arg(long, env = "REST_LOG_TOPIC", default_value = "django-responses")]
     pub rest_log_topic: String,
+    /// Whether responses under `/api` are published to `REST_LOG_TOPIC` (`false`: not logged,
+    /// and the topic is not created).
+    #[arg(long, env = "REST_LOG_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rest_log_enabled: bool,
     /// Whether records a worker cannot apply go to a dead-letter topic (`false`: logged,
     /// counted and skipped).
     #[arg(long, env = "DEAD_LETTER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]

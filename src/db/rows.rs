@@ -1,22 +1,58 @@
 //! The SQL for table `some_model`: listing, one-row lookup, and the per-batch upsert and delete.
 
-use deadpool_postgres::{GenericClient, Transaction};
+use deadpool_postgres::{GenericClient, Object, Transaction};
+use futures_util::{Stream, StreamExt};
+use tokio_postgres::types::ToSql;
 
-use crate::{error::Result, model::Row};
+use crate::{
+    error::{Error, Result},
+    model::Row,
+};
 
-/// All rows, highest id first.
-pub async fn list(client: &impl GenericClient) -> Result<Vec<Row>> {
-    let statement = client
-        .prepare_cached("SELECT id, name FROM some_model ORDER BY id DESC")
-        .await?;
-    let rows = client.query(&statement, &[]).await?;
-    Ok(rows
-        .iter()
-        .map(|r| Row {
-            id: r.get(0),
-            name: r.get(1),
-        })
-        .collect())
+/// Which rows a listing returns: highest id first, optionally only those below an id, optionally
+/// at most so many (keyset pagination).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Page {
+    /// Only rows whose id is lower than this.
+    pub before_id: Option<i64>,
+    /// At most this many rows.
+    pub limit: Option<i64>,
+}
+
+/// The page's rows, highest id first, as a stream that holds `client` until it ends.
+///
+/// PostgreSQL sends rows as the consumer reads them (tokio-postgres forwards one buffer at a
+/// time), so memory stays flat however large the table.
+pub async fn stream(
+    client: Object,
+    page: Page,
+) -> Result<impl Stream<Item = Result<tokio_postgres::Row>> + Send + 'static> {
+    // Two statements rather than `$1 IS NULL OR id < $1`, so each keeps an index range scan
+    // under a generic plan. `LIMIT NULL` is no limit.
+    let rows = match page.before_id {
+        None => {
+            let statement = client
+                .prepare_cached("SELECT id, name FROM some_model ORDER BY id DESC LIMIT $1")
+                .await?;
+            client
+                .query_raw(&statement, [&page.limit as &(dyn ToSql + Sync)])
+                .await?
+        }
+        Some(before_id) => {
+            let statement = client
+                .prepare_cached(
+                    "SELECT id, name FROM some_model WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                )
+                .await?;
+            let params: [&(dyn ToSql + Sync); 2] = [&before_id, &page.limit];
+            client.query_raw(&statement, params).await?
+        }
+    };
+    Ok(rows.map(move |row| {
+        // The stream owns the pooled connection: it goes back to the pool when the stream ends.
+        let _held = &client;
+        row.map_err(Error::from)
+    }))
 }
 
 /// The row with this id, if any.

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod health_api;
+pub mod json_rows;
 pub mod response_log;
 pub mod rows_api;
 pub mod workers_api;
@@ -92,7 +93,7 @@ pub fn openapi_json() -> String {
 }
 
 /// The whole HTTP application.
-pub fn endpoint(state: Arc<AppState>, log: ResponseLog) -> impl Endpoint {
+pub fn endpoint(state: Arc<AppState>, log: Option<ResponseLog>) -> impl Endpoint {
     let service = api_service();
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();

@@ -2,11 +2,18 @@
 //! `{"url", "request_method", "status", "data"}`. Requests never wait on Kafka: records go through
 //! a bounded queue to one batching publisher task, and are dropped (counted, logged) when it is full.
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
 };
 
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -76,11 +83,19 @@ impl ResponseLog {
 }
 
 /// Middleware body: runs the request, then queues its record and hands the response back.
+///
+/// A small body already in memory is read whole. Any other body (a streamed listing) goes to the
+/// client as it comes while at most [`MAX_DATA_BYTES`] of it are copied for the record, which is
+/// queued when the body ends; a larger one is logged with `data: null, truncated: true`.
 pub async fn log_response<E: Endpoint>(
-    log: ResponseLog,
+    log: Option<ResponseLog>,
     next: E,
     req: Request,
 ) -> poem::Result<Response> {
+    let Some(log) = log else {
+        // REST_LOG_ENABLED=false.
+        return next.call(req).await.map(IntoResponse::into_response);
+    };
     let url = req.original_uri().path().to_owned();
     let method = req.method().as_str().to_owned();
     let response = match next.call(req).await {
@@ -88,29 +103,145 @@ pub async fn log_response<E: Endpoint>(
         Err(error) => error.into_response(),
     };
     let (parts, body) = response.into_parts();
-    let bytes = body.into_bytes().await.unwrap_or_default();
     let is_json = parts
         .headers
         .get(poem::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-
-    let truncated = is_json && bytes.len() > MAX_DATA_BYTES;
-    let data: Option<&RawValue> = if is_json && !truncated {
-        serde_json::from_slice(&bytes).ok()
-    } else {
-        None
-    };
-    let record = LogRecord {
-        url: &url,
-        request_method: &method,
+    let pending = PendingRecord {
+        log,
+        url,
+        method,
         status: parts.status.as_u16(),
-        data,
-        truncated,
+        is_json,
     };
-    // A struct of strings, numbers and already-valid JSON always serialises.
-    log.enqueue(serde_json::to_vec(&record).expect("log record serialises"));
-    Ok(Response::from_parts(parts, Body::from(bytes)))
+    let body = BoxBody::from(body);
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|size| size <= MAX_DATA_BYTES as u64);
+    if small {
+        let bytes = Body::from(body).into_bytes().await.unwrap_or_default();
+        pending.queue(Captured::Whole(&bytes));
+        return Ok(Response::from_parts(parts, Body::from(bytes)));
+    }
+    let tee = Tee {
+        inner: body,
+        captured: Vec::new(),
+        overflowed: false,
+        pending: Some(pending),
+    };
+    Ok(Response::from_parts(parts, Body::from(BoxBody::new(tee))))
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
+
+/// What the response log saw of a body.
+enum Captured<'a> {
+    /// All of it.
+    Whole(&'a [u8]),
+    /// Not all of it: it was too large, or the transfer broke off.
+    Truncated,
+}
+
+/// A response whose record waits for its body.
+struct PendingRecord {
+    log: ResponseLog,
+    url: String,
+    method: String,
+    status: u16,
+    is_json: bool,
+}
+
+impl PendingRecord {
+    fn queue(self, body: Captured<'_>) {
+        let (data, truncated) = match body {
+            Captured::Whole(bytes) if self.is_json => (serde_json::from_slice(bytes).ok(), false),
+            Captured::Whole(_) => (None, false),
+            Captured::Truncated => (None, self.is_json),
+        };
+        let record = LogRecord {
+            url: &self.url,
+            request_method: &self.method,
+            status: self.status,
+            data,
+            truncated,
+        };
+        // A struct of strings, numbers and already-valid JSON always serialises.
+        self.log
+            .enqueue(serde_json::to_vec(&record).expect("log record serialises"));
+    }
+}
+
+/// Passes a body through unchanged, copying up to [`MAX_DATA_BYTES`] of it for the record.
+struct Tee {
+    inner: BoxBody,
+    captured: Vec<u8>,
+    overflowed: bool,
+    /// Taken when the record is queued: at the end of the body, or when it is dropped unfinished.
+    pending: Option<PendingRecord>,
+}
+
+impl http_body::Body for Tee {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let capturing = this.pending.as_ref().is_some_and(|p| p.is_json);
+                    if capturing && !this.overflowed {
+                        if this.captured.len() + data.len() > MAX_DATA_BYTES {
+                            this.overflowed = true;
+                            this.captured = Vec::new();
+                        } else {
+                            this.captured.extend_from_slice(data);
+                        }
+                    }
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(pending) = this.pending.take() {
+                    let captured = if this.overflowed {
+                        Captured::Truncated
+                    } else {
+                        Captured::Whole(&this.captured)
+                    };
+                    pending.queue(captured);
+                }
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            // Hyper may stop polling once the body says it has ended; otherwise the body broke
+            // off or the client went away before its end.
+            if self.inner.is_end_stream() && !self.overflowed {
+                pending.queue(Captured::Whole(&self.captured));
+            } else {
+                pending.queue(Captured::Truncated);
+            }
+        }
+    }
 }
 
 /// The publisher: drains the queue in batches until every sender is gone.

@@ -4,15 +4,20 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::{param::Path, payload::Json, ApiResponse, Object, OpenApi};
+use poem_openapi::{
+    param::{Path, Query},
+    payload::Json,
+    ApiResponse, Object, OpenApi,
+};
 
 use super::{
     auth::{Access, ApiAuth},
     error::ApiError,
+    json_rows::JsonRows,
     ApiTags, AppState,
 };
 use crate::{
-    db::rows,
+    db::rows::{self, Page},
     error::bounded,
     kafka::codec,
     model::Row,
@@ -31,9 +36,9 @@ pub struct WorkerStateBody {
 /// Answer of `GET /api/some_models/`.
 #[derive(ApiResponse)]
 pub enum RowsResponse {
-    /// Every row, highest id first.
+    /// The rows, highest id first. The body is streamed as PostgreSQL yields it.
     #[oai(status = 200)]
-    Ok(Json<Vec<Row>>),
+    Ok(JsonRows),
 }
 
 /// Answer of `write_to_kafka`.
@@ -57,9 +62,11 @@ pub struct SomeModelsApi;
 
 #[OpenApi(prefix_path = "/api", tag = "ApiTags::SomeModels")]
 impl SomeModelsApi {
-    /// List all rows
+    /// List rows
     ///
-    /// Every row of table `some_model`, highest id first.
+    /// Rows of table `some_model`, highest id first: all of them by default, as the Django
+    /// service answered. For keyset pagination pass `limit`, then pass the last id received as
+    /// `before_id` to get the next page; an empty array means there are no more rows.
     #[oai(
         path = "/some_models/",
         method = "get",
@@ -69,14 +76,23 @@ impl SomeModelsApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: ApiAuth,
+        /// At most this many rows (1 to 1,000,000); all rows when absent.
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
+        limit: Query<Option<i64>>,
+        /// Only rows whose id is lower than this: the last id of the previous page.
+        before_id: Query<Option<i64>>,
     ) -> Result<RowsResponse, ApiError> {
         state.guard.check(&auth, Access::Read)?;
+        let page = Page {
+            before_id: before_id.0,
+            limit: limit.0,
+        };
         let rows = bounded("listing rows", state.db_timeout, async {
             let client = state.pool.get().await?;
-            rows::list(&client).await
+            rows::stream(client, page).await
         })
         .await?;
-        Ok(RowsResponse::Ok(Json(rows)))
+        Ok(RowsResponse::Ok(JsonRows::new(rows, state.db_timeout)))
     }
 
     /// Start the upsert worker

@@ -80,6 +80,7 @@ pub fn fresh_settings() -> Settings {
             delete_topic: format!("{suffix}.deletions"),
             objects_to_kafka_topic: format!("{suffix}.some_model_objects"),
             rest_log_topic: format!("{suffix}.django-responses"),
+            rest_log_enabled: true,
             dead_letter_enabled: true,
             updates_dlq_topic: None,
             delete_dlq_topic: None,

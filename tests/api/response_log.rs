@@ -102,3 +102,31 @@ async fn a_body_too_large_for_a_kafka_message_is_logged_as_truncated_without_dat
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn with_the_response_log_off_nothing_is_published_and_the_api_still_answers() {
+    let mut settings = crate::helpers::fresh_settings();
+    settings.topics.rest_log_enabled = false;
+    let app = TestApp::start(settings).await;
+    app.insert_rows(&[(5, "smth")]).await;
+    let response = app.get("/api/some_models/").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!([{"id": 5, "name": "smth"}]));
+    let response = app.post("/api/some_models/5/write_to_kafka/").await;
+    assert_eq!(response.status(), 200);
+
+    let topics = app.kafka.list_topics().await.unwrap();
+    assert!(
+        !topics
+            .iter()
+            .any(|t| t.name == app.settings.topics.rest_log_topic),
+        "the response-log topic is not even created"
+    );
+    // The published row proves the request path ran to the end; the log topic stays absent.
+    let objects = app
+        .read_topic(&app.settings.topics.objects_to_kafka_topic)
+        .await;
+    assert_eq!(objects.len(), 1);
+    app.cleanup().await;
+}
