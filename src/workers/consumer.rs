@@ -34,6 +34,9 @@ use crate::{
 
 /// How long the broker may hold a fetch open waiting for new records (tansu needs ≥ 1 ms).
 const FETCH_MAX_WAIT_MS: i32 = 500;
+/// Immediate re-applications of a batch PostgreSQL rolled back to break a deadlock, before the
+/// failure goes to the usual backoff.
+const CONFLICT_RETRIES: usize = 3;
 
 /// What one worker's loops share.
 pub struct WorkerContext {
@@ -425,12 +428,28 @@ impl PartitionConsumer {
             tracing::warn!(worker, topic, partition, offset, reason = %reason, "skipping invalid record");
         }
 
-        let first_try = bounded(
+        let mut first_try = bounded(
             "applying a batch",
             self.context.db_timeout,
             self.commit(&records, &mut batch, next, fingerprint, false),
         )
         .await;
+        for _ in 0..CONFLICT_RETRIES {
+            match &first_try {
+                Err(Error::Postgres(e)) if is_lock_conflict(e) => {
+                    // Another transaction (not one of ours: batches lock ids in sorted order)
+                    // deadlocked with this one and PostgreSQL rolled this one back.
+                    tracing::info!(worker, topic, partition, error = %e, "batch rolled back by a lock conflict; applying it again");
+                }
+                _ => break,
+            }
+            first_try = bounded(
+                "applying a batch",
+                self.context.db_timeout,
+                self.commit(&records, &mut batch, next, fingerprint, false),
+            )
+            .await;
+        }
         let outcome = match first_try {
             Err(Error::RowRejected(reason)) => {
                 tracing::warn!(worker, topic, partition, reason = %reason, "PostgreSQL refused a record; isolating it");
@@ -729,6 +748,15 @@ fn is_refusal(error: &tokio_postgres::Error) -> bool {
     error.code().is_some_and(|state| {
         let code = state.code();
         code.starts_with("22") || code.starts_with("23") || code == "P0001"
+    })
+}
+
+/// PostgreSQL rolled the transaction back to break a deadlock or a serialization conflict:
+/// applying the same batch again is expected to succeed.
+fn is_lock_conflict(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|state| {
+        *state == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+            || *state == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
     })
 }
 

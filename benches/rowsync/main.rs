@@ -1,0 +1,163 @@
+//! The rowsync benchmark: every figure of the performance targets beside a baseline measured
+//! in the same run, printed as a Markdown table (and written to `target/bench-report.md`).
+//!
+//! `cargo bench --bench rowsync` runs the full sizes (about 10 minutes on 2 cores);
+//! `cargo bench --bench rowsync -- --smoke` runs tiny sizes (CI, so the harness never rots);
+//! `--only upsert,list` picks scenarios. PostgreSQL and the broker come from `DATABASE_URL` and
+//! `KAFKA_BOOTSTRAP_SERVERS` (defaults: local ones; `scripts/dev-deps` starts them).
+
+mod consumers;
+mod fixture;
+mod http;
+mod load;
+mod report;
+
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Command line.
+#[derive(Parser)]
+struct Args {
+    /// Tiny sizes: proves every scenario runs and checks its results, measures nothing useful.
+    #[arg(long)]
+    smoke: bool,
+    /// Only these scenarios: process, upsert, delete, latency, list, stream, publish, restlog.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// How much each scenario does.
+pub struct Sizes {
+    pub upserts: usize,
+    pub upsert_floor: f64,
+    pub deletes: usize,
+    pub drain_limit: Duration,
+    pub latency_messages: usize,
+    pub latency_rate: f64,
+    pub list_rows: usize,
+    pub large_rows: usize,
+    pub stream_rounds: usize,
+    pub warmup: Duration,
+    pub load: Duration,
+    pub produce_rounds: usize,
+    pub log_rounds: usize,
+    pub startups: usize,
+}
+
+impl Sizes {
+    fn full() -> Self {
+        Self {
+            upserts: 1_000_000,
+            upsert_floor: 100_000.0,
+            deletes: 200_000,
+            drain_limit: Duration::from_secs(300),
+            latency_messages: 10_000,
+            latency_rate: 1_000.0,
+            list_rows: 10_000,
+            large_rows: 1_000_000,
+            stream_rounds: 3,
+            warmup: Duration::from_secs(2),
+            load: Duration::from_secs(10),
+            produce_rounds: 200,
+            log_rounds: 2,
+            startups: 5,
+        }
+    }
+
+    fn smoke() -> Self {
+        Self {
+            upserts: 3_000,
+            upsert_floor: 100_000.0,
+            deletes: 2_000,
+            drain_limit: Duration::from_secs(60),
+            latency_messages: 100,
+            latency_rate: 100.0,
+            list_rows: 100,
+            large_rows: 10_000,
+            stream_rounds: 1,
+            warmup: Duration::from_millis(200),
+            load: Duration::from_millis(500),
+            produce_rounds: 5,
+            log_rounds: 1,
+            startups: 1,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sizes = if args.smoke {
+        Sizes::smoke()
+    } else {
+        Sizes::full()
+    };
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let mut figures = Vec::new();
+    macro_rules! scenario {
+        ($name:literal, $run:expr) => {
+            if wanted($name) {
+                eprintln!("bench: {} …", $name);
+                let started = std::time::Instant::now();
+                let result = $run
+                    .await
+                    .map_err(|e| e.context(concat!("scenario ", $name)))?;
+                for figure in &result {
+                    eprintln!("  {}: {:.2} {}", figure.what, figure.value, figure.unit);
+                }
+                eprintln!(
+                    "bench: {} done in {:.1} s",
+                    $name,
+                    started.elapsed().as_secs_f64()
+                );
+                figures.extend(result);
+            }
+        };
+    }
+    scenario!("process", http::startup(&sizes));
+    scenario!("upsert", consumers::upsert(&sizes));
+    scenario!("delete", consumers::delete(&sizes));
+    scenario!("latency", consumers::latency(&sizes));
+    scenario!("list", http::list(&sizes));
+    scenario!("stream", http::stream(&sizes));
+    scenario!("publish", http::write_to_kafka(&sizes));
+    scenario!("restlog", http::response_log(&sizes));
+
+    let table = report::table(&figures);
+    let machine = format!(
+        "{} cores, {}; sizes: {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(
+                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned())
+            )
+            .unwrap_or_default(),
+        if args.smoke {
+            "smoke (tiny; figures meaningless)"
+        } else {
+            "full"
+        }
+    );
+    let report = format!("{machine}\n\n{table}");
+    println!("{report}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-report.md");
+    std::fs::write(&path, &report)?;
+    eprintln!("bench: report written to {}", path.display());
+    if !args.smoke {
+        let missed = figures.iter().filter(|f| f.met() == Some(false)).count();
+        eprintln!("bench: {missed} target(s) missed");
+    }
+    Ok(())
+}
