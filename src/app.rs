@@ -118,6 +118,7 @@ impl Application {
                     settings.kafka.topic_replication_factor,
                 ),
                 fetch_max_bytes: settings.kafka.kafka_fetch_max_bytes,
+                fetch_max_wait_ms: settings.kafka.kafka_fetch_max_wait_ms,
                 batch_metrics: metrics.batches(),
                 db_timeout: settings.database.timeout(),
             },

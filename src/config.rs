@@ -93,6 +93,11 @@ pub struct KafkaSettings {
     /// Most bytes a worker fetches from one partition at once: the upper bound of a batch.
     #[arg(long, env = "KAFKA_FETCH_MAX_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(i32).range(1024..))]
     pub kafka_fetch_max_bytes: i32,
+    /// Longest, in milliseconds, the broker may hold a worker's fetch open waiting for new
+    /// records. Kafka answers as soon as records arrive; a broker that does not (tansu) adds up
+    /// to this much latency.
+    #[arg(long, env = "KAFKA_FETCH_MAX_WAIT_MS", default_value_t = 500, value_parser = clap::value_parser!(i32).range(1..=30_000))]
+    pub kafka_fetch_max_wait_ms: i32,
     /// Upper bound, in milliseconds, on any single call to Kafka.
     #[arg(long, env = "KAFKA_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub kafka_request_timeout_ms: u64,

@@ -25,6 +25,8 @@ use tokio::process::{Child, Command};
 
 /// Partitions of every topic a scenario uses.
 pub const PARTITIONS: i32 = 3;
+/// rowsync's `KAFKA_FETCH_MAX_WAIT_MS` in every scenario unless the environment sets it.
+pub const FETCH_MAX_WAIT_MS: &str = "20";
 /// Most records the benchmark puts in one produce request.
 const PRODUCE_BATCH: usize = 5_000;
 
@@ -128,9 +130,22 @@ impl Fixture {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             ),
+            // tansu holds a fetch for its whole max wait even when records arrive meanwhile
+            // (Kafka answers at once): the setting README.md gives for tansu.
+            ("KAFKA_FETCH_MAX_WAIT_MS", FETCH_MAX_WAIT_MS.into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        // Tuning the run may set for rowsync (later entries win).
+        .chain(
+            [
+                "KAFKA_FETCH_MAX_WAIT_MS",
+                "KAFKA_FETCH_MAX_BYTES",
+                "DB_POOL_SIZE",
+            ]
+            .into_iter()
+            .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?))),
+        )
         .collect()
     }
 

@@ -2,7 +2,8 @@
 //! in the same run, printed as a Markdown table (and written to `target/bench-report.md`).
 //!
 //! `cargo bench --bench rowsync` runs the full sizes (about 10 minutes on 2 cores);
-//! `cargo bench --bench rowsync -- --smoke` runs tiny sizes (CI, so the harness never rots);
+//! `cargo bench --bench rowsync -- --smoke` runs tiny sizes, as does `cargo test --all-targets`
+//! (so CI runs it and it never rots);
 //! `--only upsert,list` picks scenarios. PostgreSQL and the broker come from `DATABASE_URL` and
 //! `KAFKA_BOOTSTRAP_SERVERS` (defaults: local ones; `scripts/dev-deps` starts them).
 
@@ -25,7 +26,8 @@ struct Args {
     /// Only these scenarios: process, upsert, delete, latency, list, stream, publish, restlog.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Passed by `cargo bench`; ignored.
+    /// Passed by `cargo bench`. Without it (`cargo test --all-targets` runs this binary too)
+    /// the sizes are the smoke ones.
     #[arg(long, hide = true)]
     bench: bool,
 }
@@ -91,11 +93,8 @@ impl Sizes {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let sizes = if args.smoke {
-        Sizes::smoke()
-    } else {
-        Sizes::full()
-    };
+    let smoke = args.smoke || !args.bench;
+    let sizes = if smoke { Sizes::smoke() } else { Sizes::full() };
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let mut figures = Vec::new();
     macro_rules! scenario {
@@ -144,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
                     .to_owned())
             )
             .unwrap_or_default(),
-        if args.smoke {
+        if smoke {
             "smoke (tiny; figures meaningless)"
         } else {
             "full"
@@ -152,10 +151,14 @@ async fn main() -> anyhow::Result<()> {
     );
     let report = format!("{machine}\n\n{table}");
     println!("{report}");
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-report.md");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(if smoke {
+        "target/bench-report-smoke.md"
+    } else {
+        "target/bench-report.md"
+    });
     std::fs::write(&path, &report)?;
     eprintln!("bench: report written to {}", path.display());
-    if !args.smoke {
+    if !smoke {
         let missed = figures.iter().filter(|f| f.met() == Some(false)).count();
         eprintln!("bench: {missed} target(s) missed");
     }

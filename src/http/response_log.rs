@@ -10,6 +10,7 @@ use std::{
         Arc,
     },
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -25,7 +26,10 @@ use crate::kafka::producer::TopicProducer;
 /// (Kafka refuses messages over 1 MB by default).
 pub const MAX_DATA_BYTES: usize = 900 * 1024;
 /// Most records in one produce request.
-const MAX_BATCH: usize = 512;
+const MAX_BATCH: usize = 1024;
+/// How long the publisher lets a batch fill before sending it (Kafka's `linger.ms`): under load,
+/// a few large produce requests instead of one per response; idle, a record waits at most this.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// Counters of the response log, for operators and tests.
 #[derive(Debug, Default)]
@@ -252,6 +256,15 @@ async fn publish(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue_rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let lingered = tokio::time::Instant::now() + LINGER;
+        while batch.len() < MAX_BATCH {
+            let room = MAX_BATCH - batch.len();
+            match tokio::time::timeout_at(lingered, queue_rx.recv_many(&mut batch, room)).await {
+                // The queue is closed (shutdown) or the linger is over: send what there is.
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
         let count = batch.len() as u64;
         match producer.send_batch(std::mem::take(&mut batch)).await {
             Ok(()) => {

@@ -32,8 +32,6 @@ use crate::{
     metrics::{BatchMetrics, PartitionLabels},
 };
 
-/// How long the broker may hold a fetch open waiting for new records (tansu needs ≥ 1 ms).
-const FETCH_MAX_WAIT_MS: i32 = 500;
 /// Immediate re-applications of a batch PostgreSQL rolled back to break a deadlock, before the
 /// failure goes to the usual backoff.
 const CONFLICT_RETRIES: usize = 3;
@@ -51,6 +49,8 @@ pub struct WorkerContext {
     pub topic_layout: (i32, i16),
     /// Most bytes one fetch asks for.
     pub fetch_max_bytes: i32,
+    /// Longest the broker may hold a fetch open waiting for records (tansu needs ≥ 1 ms).
+    pub fetch_max_wait_ms: i32,
     /// Where batch sizes and latencies are recorded.
     pub batch_metrics: BatchMetrics,
     /// Bound on any single PostgreSQL operation (reading offsets, applying a batch).
@@ -246,8 +246,12 @@ impl PartitionConsumer {
         };
         let fetched = bounded(
             "fetching records",
-            kafka.timeout() + Duration::from_millis(FETCH_MAX_WAIT_MS as u64),
-            client.fetch_records(position, 1..self.context.fetch_max_bytes, FETCH_MAX_WAIT_MS),
+            kafka.timeout() + Duration::from_millis(self.context.fetch_max_wait_ms as u64),
+            client.fetch_records(
+                position,
+                1..self.context.fetch_max_bytes,
+                self.context.fetch_max_wait_ms,
+            ),
         )
         .await;
         let (mut records, high_watermark) = match fetched {
@@ -293,8 +297,8 @@ impl PartitionConsumer {
     /// remains when fetching from the earliest offset is real (compaction, transaction markers).
     async fn fetch_covering(&self, position: i64) -> Result<Vec<RecordAndOffset>> {
         let client = self.client.as_ref().expect("connected before fetching");
-        let timeout =
-            self.context.kafka.timeout() + Duration::from_millis(FETCH_MAX_WAIT_MS as u64);
+        let timeout = self.context.kafka.timeout()
+            + Duration::from_millis(self.context.fetch_max_wait_ms as u64);
         let earliest = self.earliest().await?;
         let mut back = 1;
         loop {

@@ -70,6 +70,8 @@ pub struct WorkerDeps {
     pub topic_layout: (i32, i16),
     /// Most bytes one fetch asks for.
     pub fetch_max_bytes: i32,
+    /// Longest the broker may hold a fetch open waiting for records.
+    pub fetch_max_wait_ms: i32,
     /// Where batch sizes and latencies are recorded.
     pub batch_metrics: BatchMetrics,
     /// Bound on any single PostgreSQL operation.
@@ -216,6 +218,7 @@ impl WorkerRegistry {
             dead_letters: self.deps.dead_letters[&kind].clone(),
             topic_layout: self.deps.topic_layout,
             fetch_max_bytes: self.deps.fetch_max_bytes,
+            fetch_max_wait_ms: self.deps.fetch_max_wait_ms,
             batch_metrics: self.deps.batch_metrics.clone(),
             db_timeout: self.deps.db_timeout,
         });

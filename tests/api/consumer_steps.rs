@@ -51,6 +51,7 @@ async fn records_reaching_a_recreated_topic_after_the_consumer_positioned_itself
         dead_letters: DeadLetterQueue::new(None),
         topic_layout: (3, 1),
         fetch_max_bytes: 1024 * 1024,
+        fetch_max_wait_ms: 500,
         batch_metrics: rowsync::metrics::Metrics::new().batches(),
         db_timeout: std::time::Duration::from_secs(5),
     });
@@ -124,6 +125,7 @@ async fn a_batch_whose_dead_letters_cannot_be_written_is_not_applied_until_they_
         dead_letters: DeadLetterQueue::new(Some(Arc::new(dlq))),
         topic_layout: (3, 1),
         fetch_max_bytes: 1024 * 1024,
+        fetch_max_wait_ms: 500,
         batch_metrics: rowsync::metrics::Metrics::new().batches(),
         db_timeout: std::time::Duration::from_secs(5),
     });

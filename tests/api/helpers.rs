@@ -74,6 +74,7 @@ pub fn fresh_settings() -> Settings {
             topic_replication_factor: 1,
             kafka_request_timeout_ms: 10_000,
             kafka_fetch_max_bytes: 4 * 1024 * 1024,
+            kafka_fetch_max_wait_ms: 500,
         },
         topics: TopicSettings {
             updates_topic: format!("{suffix}.updates"),
