@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Settings,
     db,
-    http::{self, auth::Guard, response_log::ResponseLog, AppState},
+    http::{self, auth::Guard, listener::NoDelayAcceptor, response_log::ResponseLog, AppState},
     kafka::{producer::TopicProducer, Kafka},
     metrics::Metrics,
     workers::{dead_letter::DeadLetterQueue, WorkerDeps, WorkerKind, WorkerRegistry},
@@ -174,7 +174,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         tracing::info!(port = self.port, "serving");
         let endpoint = http::endpoint(Arc::clone(&self.state), self.response_log);
-        Server::new_with_acceptor(self.acceptor)
+        Server::new_with_acceptor(NoDelayAcceptor(self.acceptor))
             .run_with_graceful_shutdown(endpoint, shutdown, Some(REQUEST_DRAIN))
             .await
             .context("serving HTTP")?;

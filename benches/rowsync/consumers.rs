@@ -336,7 +336,10 @@ pub async fn latency(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         let mut sender = load::connect(addr).await?;
         let deadline = Instant::now() + Duration::from_secs(60) + interval * count as u32;
         let mut missing = count;
+        let mut polls = 0u64;
+        let observing = Instant::now();
         while missing > 0 {
+            polls += 1;
             ensure!(
                 Instant::now() < deadline,
                 "latency: {missing} messages never became visible"
@@ -359,12 +362,17 @@ pub async fn latency(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
                 }
             }
         }
+        eprintln!(
+            "  observer: {polls} polls in {:.1} s",
+            observing.elapsed().as_secs_f64()
+        );
         anyhow::Ok(seen)
     });
 
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut producers = Vec::new();
+    eprintln!("  producing from {}", chrono::Utc::now());
     for id in 0..count {
         ticker.tick().await;
         let client = Arc::clone(&partitions[id % partitions.len()]);

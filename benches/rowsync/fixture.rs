@@ -26,7 +26,7 @@ use tokio::process::{Child, Command};
 /// Partitions of every topic a scenario uses.
 pub const PARTITIONS: i32 = 3;
 /// rowsync's `KAFKA_FETCH_MAX_WAIT_MS` in every scenario unless the environment sets it.
-pub const FETCH_MAX_WAIT_MS: &str = "20";
+pub const FETCH_MAX_WAIT_MS: &str = "10";
 /// Most records the benchmark puts in one produce request.
 const PRODUCE_BATCH: usize = 5_000;
 

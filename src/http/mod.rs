@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod health_api;
 pub mod json_rows;
+pub mod listener;
 pub mod response_log;
 pub mod rows_api;
 pub mod workers_api;
