@@ -91,7 +91,7 @@ pub struct KafkaSettings {
     #[arg(long, env = "TOPIC_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
     pub topic_replication_factor: i16,
     /// Most bytes a worker fetches from one partition at once: the upper bound of a batch.
-    #[arg(long, env = "KAFKA_FETCH_MAX_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(i32).range(1024..))]
+    #[arg(long, env = "KAFKA_FETCH_MAX_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(i32).range(1024..))]
     pub kafka_fetch_max_bytes: i32,
     /// Longest, in milliseconds, the broker may hold a worker's fetch open waiting for new
     /// records. Kafka answers as soon as records arrive; a broker that does not (tansu) adds up

@@ -43,6 +43,9 @@ pub enum Error {
     /// The operation needs the worker stopped.
     #[error("worker {0} is running; stop it first")]
     WorkerRunning(&'static str),
+    /// A background fetch task died (it panicked or was aborted).
+    #[error("fetching ahead failed: {0}")]
+    Prefetch(String),
     /// The broker does not know the topic, or it has no partitions.
     #[error("topic {0} has no partitions")]
     NoPartitions(String),

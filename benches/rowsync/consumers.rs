@@ -49,6 +49,45 @@ async fn mean_batch(rowsync: &fixture::Rowsync) -> anyhow::Result<(usize, f64, f
     ))
 }
 
+/// Drains `worker` from the earliest offset `rounds` times, running `prepare` on the table before
+/// each round; returns each round's time from the start request to the last record consumed.
+#[allow(clippy::too_many_arguments)]
+async fn drain_rounds(
+    fixture: &Fixture,
+    rowsync: &fixture::Rowsync,
+    worker: &str,
+    start: &str,
+    stop: &str,
+    records: u64,
+    sizes: &Sizes,
+    prepare: &str,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::new();
+    for round in 0..sizes.rounds {
+        fixture.db.batch_execute(prepare).await?;
+        rowsync
+            .post_json(
+                &format!("/api/workers/{worker}/reset_offsets/"),
+                serde_json::json!({"to": "earliest"}),
+            )
+            .await?;
+        let started = Instant::now();
+        rowsync.post(start).await?;
+        rowsync
+            .wait_consumed(worker, records * (round as u64 + 1), sizes.drain_limit)
+            .await?;
+        times.push(started.elapsed());
+        rowsync.post(stop).await?;
+    }
+    Ok(times)
+}
+
+/// The median of some durations.
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
 /// Applies each partition's changes in batches of `batch` on its own connection, the partitions
 /// in parallel, exactly as the worker's SQL does (dedup, sort, one statement, one transaction).
 async fn straight_sql(
@@ -157,18 +196,21 @@ pub async fn upsert(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
     let produced_in = produce_started.elapsed();
 
     let rowsync = fixture.rowsync(&[]).await?;
-    let started = Instant::now();
-    rowsync
-        .post("/api/some_models/start_upcreate_from_kafka/")
-        .await?;
-    rowsync
-        .wait_consumed("upcreate", sizes.upserts as u64, sizes.drain_limit)
-        .await?;
-    let drained_in = started.elapsed();
+    let drained_in = median(
+        drain_rounds(
+            &fixture,
+            &rowsync,
+            "upcreate",
+            "/api/some_models/start_upcreate_from_kafka/",
+            "/api/some_models/stop_upcreate_from_kafka/",
+            sizes.upserts as u64,
+            sizes,
+            "TRUNCATE some_model",
+        )
+        .await?,
+    );
     let (batch, batches, apply_seconds) = mean_batch(&rowsync).await?;
-    rowsync
-        .post("/api/some_models/stop_upcreate_from_kafka/")
-        .await?;
+    let batches = batches / sizes.rounds as f64;
     rowsync.stop().await?;
 
     // The table is what the topic implies.
@@ -191,19 +233,28 @@ pub async fn upsert(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
     }
 
     let baseline_schema = fixture.sibling_schema("baseline").await?;
-    let baseline_in = straight_sql(&baseline_schema, &changes, batch, true).await?;
+    let mut baseline = Vec::new();
+    for _ in 0..sizes.rounds {
+        fixture
+            .db
+            .batch_execute(&format!("TRUNCATE {baseline_schema}.some_model"))
+            .await?;
+        baseline.push(straight_sql(&baseline_schema, &changes, batch, true).await?);
+    }
+    let baseline_in = median(baseline);
 
     let n = sizes.upserts as f64;
     let worker_rate = n / drained_in.as_secs_f64();
     let sql_rate = n / baseline_in.as_secs_f64();
-    let apply_share = apply_seconds / (drained_in.as_secs_f64() * f64::from(PARTITIONS));
+    let apply_share =
+        apply_seconds / (drained_in.as_secs_f64() * f64::from(PARTITIONS) * sizes.rounds as f64);
     fixture.cleanup().await;
     Ok(vec![
         Figure::new(
             "upsert",
             format!(
-                "upsert worker drains {} messages, {PARTITIONS} partitions",
-                sizes.upserts
+                "upsert worker drains {} messages, {PARTITIONS} partitions (median of {} rounds)",
+                sizes.upserts, sizes.rounds
             ),
             worker_rate,
             "msg/s",
@@ -265,18 +316,21 @@ pub async fn delete(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
     fixture.produce(&topic, encode(&changes, false)).await?;
 
     let rowsync = fixture.rowsync(&[]).await?;
-    let started = Instant::now();
-    rowsync
-        .post("/api/some_models/start_delete_from_kafka/")
-        .await?;
-    rowsync
-        .wait_consumed("delete", sizes.deletes as u64, sizes.drain_limit)
-        .await?;
-    let drained_in = started.elapsed();
+    let refill = format!("TRUNCATE some_model; {fill}");
+    let drained_in = median(
+        drain_rounds(
+            &fixture,
+            &rowsync,
+            "delete",
+            "/api/some_models/start_delete_from_kafka/",
+            "/api/some_models/stop_delete_from_kafka/",
+            sizes.deletes as u64,
+            sizes,
+            &refill,
+        )
+        .await?,
+    );
     let (batch, _, _) = mean_batch(&rowsync).await?;
-    rowsync
-        .post("/api/some_models/stop_delete_from_kafka/")
-        .await?;
     rowsync.stop().await?;
     let left: i64 = fixture
         .db
@@ -286,18 +340,20 @@ pub async fn delete(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
     ensure!(left == 0, "delete: {left} rows left");
 
     let baseline_schema = fixture.sibling_schema("baseline").await?;
-    fixture
-        .db
-        .batch_execute(&fill.replace(
-            "INTO some_model",
-            &format!("INTO {baseline_schema}.some_model"),
-        ))
-        .await?;
-    let baseline_in = straight_sql(&baseline_schema, &changes, batch, false).await?;
+    let baseline_fill = refill.replace("some_model", &format!("{baseline_schema}.some_model"));
+    let mut baseline = Vec::new();
+    for _ in 0..sizes.rounds {
+        fixture.db.batch_execute(&baseline_fill).await?;
+        baseline.push(straight_sql(&baseline_schema, &changes, batch, false).await?);
+    }
+    let baseline_in = median(baseline);
     fixture.cleanup().await;
     Ok(vec![Figure::new(
         "delete",
-        format!("delete worker drains {} messages", sizes.deletes),
+        format!(
+            "delete worker drains {} messages (median of {} rounds)",
+            sizes.deletes, sizes.rounds
+        ),
         n as f64 / drained_in.as_secs_f64(),
         "msg/s",
     )

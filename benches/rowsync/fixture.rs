@@ -328,6 +328,14 @@ impl Rowsync {
         Ok(serde_json::from_str(&body)?)
     }
 
+    pub async fn post_json(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let response = self.http.post(self.url(path)).json(&body).send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        ensure!(status.is_success(), "POST {path}: {status} {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
         let response = self.http.get(self.url(path)).send().await?;
         let status = response.status();
@@ -387,7 +395,7 @@ impl Rowsync {
                     "{worker} consumed {consumed} of {records} records within {limit:?}: {status}"
                 );
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

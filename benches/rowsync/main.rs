@@ -48,6 +48,8 @@ pub struct Sizes {
     pub produce_rounds: usize,
     pub log_rounds: usize,
     pub startups: usize,
+    /// Times each drain (worker and straight SQL) is repeated; the median counts.
+    pub rounds: usize,
 }
 
 impl Sizes {
@@ -67,6 +69,7 @@ impl Sizes {
             produce_rounds: 200,
             log_rounds: 2,
             startups: 5,
+            rounds: 3,
         }
     }
 
@@ -86,6 +89,7 @@ impl Sizes {
             produce_rounds: 5,
             log_rounds: 1,
             startups: 1,
+            rounds: 2,
         }
     }
 }

@@ -14,7 +14,7 @@ use rskafka::{
     },
     record::RecordAndOffset,
 };
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -125,7 +125,10 @@ pub struct PartitionConsumer {
     context: Arc<WorkerContext>,
     partition: i32,
     /// Connected lazily and again after errors.
-    client: Option<PartitionClient>,
+    client: Option<Arc<PartitionClient>>,
+    /// The fetch of the batch after the one being applied, started before applying it so the
+    /// broker's answer and PostgreSQL's work overlap: the offset it fetches from, and the task.
+    prefetch: Option<(i64, JoinHandle<Result<RawFetch>>)>,
     /// Offset of the next record to fetch; `None` until read from PostgreSQL.
     position: Option<i64>,
     /// The next offset as stored in PostgreSQL (`None`: nothing stored yet). Every commit
@@ -158,6 +161,7 @@ impl PartitionConsumer {
             context,
             partition,
             client: None,
+            prefetch: None,
             position: None,
             committed: None,
             unverified: None,
@@ -183,6 +187,7 @@ impl PartitionConsumer {
                     });
                     // Start over from PostgreSQL's view: the batch may or may not have committed.
                     self.position = None;
+                    self.drop_prefetch();
                     if is_unknown_topic(&error) {
                         // A broker that lost its topics (restarted with memory storage, say).
                         self.context.recreate_topic().await;
@@ -207,6 +212,7 @@ impl PartitionConsumer {
                 _ = cancel.cancelled() => return Ok(Step::Cancelled),
                 positioned = self.connect_and_position() => positioned?,
             };
+            tracing::debug!(at = positioned, "positioned");
             return Ok(Step::Positioned { at: positioned });
         }
         let fetched = tokio::select! {
@@ -215,7 +221,16 @@ impl PartitionConsumer {
             fetched = self.fetch() => fetched?,
         };
         let step = match fetched {
-            Fetched::Records(records) => self.apply(records).await?,
+            Fetched::Records(records) => {
+                tracing::debug!(records = records.len(), "fetched");
+                let next = records.last().map_or(0, |r| r.offset + 1);
+                self.start_prefetch(next);
+                let applied = self.apply(records).await;
+                if applied.is_err() {
+                    self.drop_prefetch();
+                }
+                applied?
+            }
             Fetched::Nothing => Step::Idle,
             Fetched::OutOfRange => self.reset_to_earliest().await?,
         };
@@ -226,6 +241,28 @@ impl PartitionConsumer {
         Ok(step)
     }
 
+    /// Starts fetching from `from` in the background, for the next step.
+    fn start_prefetch(&mut self, from: i64) {
+        self.drop_prefetch();
+        if let Some(client) = &self.client {
+            let client = Arc::clone(client);
+            let (max_bytes, max_wait) =
+                (self.context.fetch_max_bytes, self.context.fetch_max_wait_ms);
+            let timeout = self.context.kafka.timeout();
+            let task = tokio::spawn(async move {
+                raw_fetch(&client, from, max_bytes, max_wait, timeout).await
+            });
+            self.prefetch = Some((from, task));
+        }
+    }
+
+    /// Abandons a background fetch (its records were never applied, so nothing is lost).
+    fn drop_prefetch(&mut self) {
+        if let Some((_, task)) = self.prefetch.take() {
+            task.abort();
+        }
+    }
+
     /// Connects to the partition's leader and reads where to resume.
     async fn connect_and_position(&mut self) -> Result<i64> {
         if self.client.is_none() {
@@ -233,7 +270,7 @@ impl PartitionConsumer {
                 .context
                 .kafka
                 .partition_client(&self.context.topic, self.partition);
-            self.client = Some(client.await?);
+            self.client = Some(Arc::new(client.await?));
         }
         self.load_position().await
     }
@@ -244,16 +281,25 @@ impl PartitionConsumer {
             (Some(client), Some(position)) => (client, position),
             _ => unreachable!("`step` connects and positions before fetching"),
         };
-        let fetched = bounded(
-            "fetching records",
-            kafka.timeout() + Duration::from_millis(self.context.fetch_max_wait_ms as u64),
-            client.fetch_records(
-                position,
-                1..self.context.fetch_max_bytes,
-                self.context.fetch_max_wait_ms,
-            ),
-        )
-        .await;
+        let fetched = match self.prefetch.take() {
+            Some((at, task)) if at == position => match task.await {
+                Ok(fetched) => fetched,
+                Err(joined) => Err(Error::Prefetch(joined.to_string())),
+            },
+            other => {
+                if let Some((_, task)) = other {
+                    task.abort();
+                }
+                raw_fetch(
+                    client,
+                    position,
+                    self.context.fetch_max_bytes,
+                    self.context.fetch_max_wait_ms,
+                    kafka.timeout(),
+                )
+                .await
+            }
+        };
         let (mut records, high_watermark) = match fetched {
             Ok(fetched) => fetched,
             Err(Error::Kafka(KafkaError::ServerError {
@@ -427,6 +473,7 @@ impl PartitionConsumer {
         let fingerprint = fingerprint_of(&last.record);
         let started = std::time::Instant::now();
         let mut batch = Batch::decode(self.context.kind, &records);
+        tracing::trace!(records = records.len(), "decoded");
         for (index, reason) in &batch.invalid {
             let offset = records[*index].offset;
             tracing::warn!(worker, topic, partition, offset, reason = %reason, "skipping invalid record");
@@ -608,6 +655,31 @@ enum Lineage {
     NotYetThere,
     /// Records there were removed (retention, compaction): nothing to compare.
     Gone,
+}
+
+impl Drop for PartitionConsumer {
+    fn drop(&mut self) {
+        self.drop_prefetch();
+    }
+}
+
+/// What one fetch request returned: the records and the high watermark.
+type RawFetch = (Vec<RecordAndOffset>, i64);
+
+/// One fetch request from `position`, bounded by the request timeout plus the broker's wait.
+async fn raw_fetch(
+    client: &PartitionClient,
+    position: i64,
+    max_bytes: i32,
+    max_wait_ms: i32,
+    timeout: Duration,
+) -> Result<RawFetch> {
+    bounded(
+        "fetching records",
+        timeout + Duration::from_millis(max_wait_ms as u64),
+        client.fetch_records(position, 1..max_bytes, max_wait_ms),
+    )
+    .await
 }
 
 enum Fetched {

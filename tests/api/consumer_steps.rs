@@ -187,3 +187,69 @@ async fn a_batch_whose_dead_letters_cannot_be_written_is_not_applied_until_they_
     assert_eq!(app.rows().await.len(), 1);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_batch_fetched_ahead_is_neither_lost_nor_applied_after_a_stop() {
+    let settings = fresh_settings();
+    let app = TestApp::start(settings.clone()).await;
+    let topic = settings.topics.updates_topic.clone();
+    let kafka = Kafka::connect(&settings.kafka).await.unwrap();
+    let context = Arc::new(WorkerContext {
+        kind: WorkerKind::Upcreate,
+        topic: topic.clone(),
+        pool: rowsync::db::pool(&settings.database).unwrap(),
+        kafka,
+        stats: Arc::new(WorkerStats::new(WorkerKind::Upcreate, &topic)),
+        dead_letters: DeadLetterQueue::new(None),
+        topic_layout: (3, 1),
+        // Smaller than one produced batch: each fetch returns exactly one batch.
+        fetch_max_bytes: 100,
+        fetch_max_wait_ms: 500,
+        batch_metrics: rowsync::metrics::Metrics::new().batches(),
+        db_timeout: std::time::Duration::from_secs(5),
+    });
+    produce(&app, &topic, &updates(0..5, "first")).await;
+    produce(&app, &topic, &updates(5..10, "second")).await;
+
+    let cancel = CancellationToken::new();
+    let mut consumer = PartitionConsumer::new(Arc::clone(&context), 0);
+    assert_eq!(
+        consumer.step(&cancel).await.unwrap(),
+        Step::Positioned { at: 0 }
+    );
+    // Applies the first batch while the second is fetched in the background.
+    assert_eq!(
+        consumer.step(&cancel).await.unwrap(),
+        Step::Applied {
+            valid: 5,
+            invalid: 0
+        }
+    );
+    cancel.cancel();
+    assert_eq!(consumer.step(&cancel).await.unwrap(), Step::Cancelled);
+    drop(consumer);
+    let ids: Vec<i64> = app.rows().await.iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids,
+        [4, 3, 2, 1, 0],
+        "the fetched-ahead batch is not applied"
+    );
+
+    // A new consumer resumes right after the first batch: the second is applied, once.
+    let cancel = CancellationToken::new();
+    let mut consumer = PartitionConsumer::new(context, 0);
+    assert_eq!(
+        consumer.step(&cancel).await.unwrap(),
+        Step::Positioned { at: 5 }
+    );
+    assert_eq!(
+        consumer.step(&cancel).await.unwrap(),
+        Step::Applied {
+            valid: 5,
+            invalid: 0
+        }
+    );
+    let ids: Vec<i64> = app.rows().await.iter().map(|r| r.id).collect();
+    assert_eq!(ids, (0..10).rev().collect::<Vec<_>>());
+    app.cleanup().await;
+}
