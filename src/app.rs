@@ -14,7 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Settings,
     db,
-    http::{self, auth::Guard, listener::NoDelayAcceptor, response_log::ResponseLog, AppState},
+    http::{
+        self, auth::Guard, listener::NoDelayAcceptor, listing_cache::ListingCache,
+        response_log::ResponseLog, AppState,
+    },
     kafka::{producer::TopicProducer, Kafka},
     metrics::Metrics,
     workers::{dead_letter::DeadLetterQueue, WorkerDeps, WorkerKind, WorkerRegistry},
@@ -107,6 +110,7 @@ impl Application {
 
         let mut metrics = Metrics::new();
         let root = CancellationToken::new();
+        let table_version = db::changes::listen(&settings.database, root.clone())?;
         let registry = Arc::new(WorkerRegistry::new(
             WorkerDeps {
                 pool: pool.clone(),
@@ -147,6 +151,7 @@ impl Application {
                 objects,
                 metrics: Arc::new(metrics),
                 guard: Guard::new(&settings.auth),
+                listing: Arc::new(ListingCache::new(table_version)),
                 db_timeout: settings.database.timeout(),
             }),
             response_log,

@@ -64,6 +64,9 @@ pub async fn run(
         let request = Arc::clone(&request);
         tasks.push(tokio::spawn(async move {
             let mut sender = connect(addr).await?;
+            // The server said `Connection: close` (gunicorn's sync workers always do): the next
+            // request opens a new connection, and that time counts in its latency.
+            let mut reconnect = false;
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
             let (mut requests, mut errors) = (0u64, 0u64);
             let mut sequence = connection as u64;
@@ -74,8 +77,14 @@ pub async fn run(
                 }
                 let (method, path) = request(sequence);
                 sequence += connections as u64;
+                if reconnect {
+                    sender = connect(addr).await?;
+                }
                 let ok = match send(&mut sender, addr, method, &path).await {
-                    Ok(status) => status == expect_status,
+                    Ok((status, close)) => {
+                        reconnect = close;
+                        status == expect_status
+                    }
                     Err(_) => {
                         // The connection broke: count it and open another.
                         sender = connect(addr).await?;
@@ -120,13 +129,14 @@ pub async fn connect(addr: SocketAddr) -> anyhow::Result<http1::SendRequest<Empt
     Ok(sender)
 }
 
-/// Sends one request and reads the whole answer; returns its status.
+/// Sends one request and reads the whole answer; returns its status and whether the server
+/// closes the connection after it.
 pub async fn send(
     sender: &mut http1::SendRequest<Empty<Bytes>>,
     addr: SocketAddr,
     method: Method,
     path: &str,
-) -> anyhow::Result<u16> {
+) -> anyhow::Result<(u16, bool)> {
     sender.ready().await?;
     let request = Request::builder()
         .method(method)
@@ -135,8 +145,12 @@ pub async fn send(
         .body(Empty::new())?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
+    let close = response
+        .headers()
+        .get(hyper::header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
     response.into_body().collect().await?;
-    Ok(status)
+    Ok((status, close))
 }
 
 /// Sends one request and returns its status and whole body.

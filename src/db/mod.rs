@@ -1,6 +1,7 @@
 //! PostgreSQL: the connection pool and the embedded migrations.
 //! The SQL lives in [`rows`], [`offsets`] and [`workers`].
 
+pub mod changes;
 pub mod offsets;
 pub mod rows;
 pub mod workers;

@@ -7,6 +7,7 @@ use std::{
     future::Future,
     io,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -21,6 +22,7 @@ use poem_openapi::{
 };
 use tokio::time::Sleep;
 
+use super::listing_cache::{ListingCache, MAX_CACHED_BYTES};
 use crate::{error::Error, model::Row};
 
 /// A chunk is sent once it holds this many bytes, or earlier when PostgreSQL has nothing more
@@ -38,6 +40,35 @@ impl JsonRows {
         rows: impl Stream<Item = Result<tokio_postgres::Row, Error>> + Send + 'static,
         stall_timeout: Duration,
     ) -> Self {
+        Self::encode(rows, stall_timeout, None)
+    }
+
+    /// Like [`new`](Self::new), also keeping the whole body in `cache` once it has been sent,
+    /// if it fits and the table is still at `generation`.
+    pub fn caching(
+        rows: impl Stream<Item = Result<tokio_postgres::Row, Error>> + Send + 'static,
+        stall_timeout: Duration,
+        cache: Arc<ListingCache>,
+        generation: u64,
+    ) -> Self {
+        let capture = Capture {
+            cache,
+            generation,
+            body: Vec::new(),
+        };
+        Self::encode(rows, stall_timeout, Some(capture))
+    }
+
+    /// A body already encoded (from the cache).
+    pub fn cached(body: Bytes) -> Self {
+        Self(Body::from_bytes(body))
+    }
+
+    fn encode(
+        rows: impl Stream<Item = Result<tokio_postgres::Row, Error>> + Send + 'static,
+        stall_timeout: Duration,
+        capture: Option<Capture>,
+    ) -> Self {
         Self(Body::from_bytes_stream(Encoder {
             rows: Box::pin(rows),
             buffer: Vec::with_capacity(CHUNK_BYTES + 512),
@@ -45,8 +76,16 @@ impl JsonRows {
             finished: false,
             stall_timeout,
             stall: None,
+            capture,
         }))
     }
+}
+
+/// The body so far, for the listing cache.
+struct Capture {
+    cache: Arc<ListingCache>,
+    generation: u64,
+    body: Vec<u8>,
 }
 
 impl Payload for JsonRows {
@@ -80,6 +119,8 @@ struct Encoder {
     stall_timeout: Duration,
     /// Running while the encoder waits on PostgreSQL with nothing to send.
     stall: Option<Pin<Box<Sleep>>>,
+    /// Copies the body for the cache until it grows past [`MAX_CACHED_BYTES`].
+    capture: Option<Capture>,
 }
 
 impl Encoder {
@@ -102,6 +143,13 @@ impl Encoder {
     fn take_chunk(&mut self) -> Bytes {
         let chunk = Bytes::copy_from_slice(&self.buffer);
         self.buffer.clear();
+        if let Some(capture) = &mut self.capture {
+            if capture.body.len() + chunk.len() > MAX_CACHED_BYTES {
+                self.capture = None;
+            } else {
+                capture.body.extend_from_slice(&chunk);
+            }
+        }
         chunk
     }
 }
@@ -135,7 +183,13 @@ impl Stream for Encoder {
                         this.buffer.push(b'[');
                     }
                     this.buffer.push(b']');
-                    return Poll::Ready(Some(Ok(this.take_chunk())));
+                    let last = this.take_chunk();
+                    if let Some(capture) = this.capture.take() {
+                        capture
+                            .cache
+                            .store(capture.generation, Bytes::from(capture.body));
+                    }
+                    return Poll::Ready(Some(Ok(last)));
                 }
                 Poll::Pending if !this.buffer.is_empty() => {
                     return Poll::Ready(Some(Ok(this.take_chunk())));

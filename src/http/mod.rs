@@ -6,6 +6,7 @@ pub mod error;
 pub mod health_api;
 pub mod json_rows;
 pub mod listener;
+pub mod listing_cache;
 pub mod response_log;
 pub mod rows_api;
 pub mod workers_api;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Who may call what.
     pub guard: auth::Guard,
+    /// The full listing while the table is unchanged.
+    pub listing: Arc<listing_cache::ListingCache>,
     /// Bound on a request's PostgreSQL work; past it the request answers 503.
     pub db_timeout: std::time::Duration,
 }

@@ -232,3 +232,48 @@ async fn a_large_listing_is_streamed_not_built_in_memory_first() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_listing_follows_every_committed_change_whoever_makes_it() {
+    let app = spawn_app().await;
+    app.insert_rows(&[(1, "a"), (2, "b")]).await;
+    let listed = |app: &crate::helpers::TestApp| {
+        let url = app.url("/api/some_models/");
+        async move {
+            let rows: Vec<Row> = reqwest::get(url).await.unwrap().json().await.unwrap();
+            pairs(&rows)
+        }
+    };
+    let two = vec![(2, "b".to_owned()), (1, "a".to_owned())];
+    // Served twice: the second answer may come from memory.
+    crate::helpers::eventually("the first listing", || async {
+        (listed(&app).await == two).then_some(())
+    })
+    .await;
+    assert_eq!(listed(&app).await, two);
+
+    // Changes made with plain SQL, not through rowsync, each show up in the next listing.
+    let changes: [(&str, Vec<(i64, String)>); 4] = [
+        (
+            "INSERT INTO some_model VALUES (3, 'c')",
+            vec![(3, "c".into()), (2, "b".into()), (1, "a".into())],
+        ),
+        (
+            "UPDATE some_model SET name = 'B' WHERE id = 2",
+            vec![(3, "c".into()), (2, "B".into()), (1, "a".into())],
+        ),
+        (
+            "DELETE FROM some_model WHERE id = 1",
+            vec![(3, "c".into()), (2, "B".into())],
+        ),
+        ("TRUNCATE some_model", vec![]),
+    ];
+    for (sql, expected) in changes {
+        app.db.batch_execute(sql).await.unwrap();
+        // The very next listing shows it (read-your-writes), and no older copy comes back.
+        for _ in 0..3 {
+            assert_eq!(listed(&app).await, expected, "after {sql}");
+        }
+    }
+    app.cleanup().await;
+}
