@@ -188,6 +188,7 @@ pub async fn list(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         200,
     )
     .await?;
+    let (published, dropped) = response_log_totals(&rowsync, "list_some_models").await?;
     rowsync.stop().await?;
     fixture.cleanup().await;
     ensure!(
@@ -207,7 +208,40 @@ pub async fn list(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         Figure::new("list", "p99 latency", new.percentile_ms(0.99), "ms")
             .baseline("Django p99", old.percentile_ms(0.99))
             .target(Target::AtMost(50.0)),
+        Figure::new(
+            "list",
+            "response-log records dropped (queue full)",
+            dropped,
+            "records",
+        )
+        .baseline("records published", published),
     ])
+}
+
+/// Response-log records published and dropped once the queue has drained (within 30 s) after
+/// a load of requests to `operation`.
+async fn response_log_totals(
+    rowsync: &crate::fixture::Rowsync,
+    operation: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let served = rowsync
+            .metric_sum(&format!(
+                "rowsync_http_requests_total{{operation=\"{operation}\""
+            ))
+            .await?;
+        let published = rowsync
+            .metric_sum("rowsync_response_log_records_published")
+            .await?;
+        let dropped = rowsync
+            .metric_sum("rowsync_response_log_records_dropped")
+            .await?;
+        if published + dropped >= served || Instant::now() > deadline {
+            return Ok((published, dropped));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A listing of `sizes.large_rows` rows streams: memory stays flat and the first byte is quick.
@@ -436,24 +470,9 @@ pub async fn response_log(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
             ensure!(result.errors == 0, "response log: {} errors", result.errors);
             if enabled == "true" {
                 // Every request (warm-up included) is published once the queue drains.
-                let deadline = Instant::now() + Duration::from_secs(30);
-                loop {
-                    let served = rowsync
-                        .metric_sum("rowsync_http_requests_total{operation=\"list_some_models\"")
-                        .await?;
-                    let p = rowsync
-                        .metric_sum("rowsync_response_log_records_published")
-                        .await?;
-                    let d = rowsync
-                        .metric_sum("rowsync_response_log_records_dropped")
-                        .await?;
-                    if p + d >= served || Instant::now() > deadline {
-                        published += p;
-                        dropped += d;
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                let (p, d) = response_log_totals(&rowsync, "list_some_models").await?;
+                published += p;
+                dropped += d;
                 on.push(result);
             } else {
                 off.push(result);

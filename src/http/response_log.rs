@@ -6,7 +6,7 @@ use std::{
     io,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     task::{Context, Poll},
@@ -16,8 +16,6 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
-use serde::Serialize;
-use serde_json::value::RawValue;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::kafka::producer::TopicProducer;
@@ -25,11 +23,15 @@ use crate::kafka::producer::TopicProducer;
 /// Largest body carried as `data`; larger ones are logged with `data: null, truncated: true`
 /// (Kafka refuses messages over 1 MB by default).
 pub const MAX_DATA_BYTES: usize = 900 * 1024;
+/// Most bytes of records waiting in the queue; past it new records are dropped.
+pub const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
+/// A batch stops lingering once it holds this many bytes.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Most records in one produce request.
 const MAX_BATCH: usize = 1024;
 /// How long the publisher lets a batch fill before sending it (Kafka's `linger.ms`): under load,
 /// a few large produce requests instead of one per response; idle, a record waits at most this.
-const LINGER: Duration = Duration::from_millis(5);
+const LINGER: Duration = Duration::from_millis(20);
 
 /// Counters of the response log, for operators and tests.
 #[derive(Debug, Default)]
@@ -45,17 +47,45 @@ pub struct ResponseLogStats {
 pub struct ResponseLog {
     queue_tx: mpsc::Sender<Vec<u8>>,
     stats: Arc<ResponseLogStats>,
+    /// Bytes of the records in the queue: bounded by [`MAX_QUEUED_BYTES`] as well as by count,
+    /// so large bodies cannot pile up gigabytes while Kafka lags.
+    queued_bytes: Arc<AtomicUsize>,
 }
 
-/// One response-log record.
-#[derive(Serialize)]
-struct LogRecord<'a> {
-    url: &'a str,
-    request_method: &'a str,
+/// One response-log record, `{"url", "request_method", "status", "data"[, "truncated"]}`, as
+/// JSON. `data` is copied in as it is: it must be one JSON value.
+fn encode_record(
+    url: &str,
+    method: &str,
     status: u16,
-    data: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    data: Option<&[u8]>,
     truncated: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + url.len() + data.map_or(0, <[u8]>::len));
+    // Writing a string into a Vec cannot fail.
+    out.extend_from_slice(b"{\"url\":");
+    serde_json::to_writer(&mut out, url).expect("a string serialises");
+    out.extend_from_slice(b",\"request_method\":");
+    serde_json::to_writer(&mut out, method).expect("a string serialises");
+    out.extend_from_slice(b",\"status\":");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.unwrap_or(b"null"));
+    if truncated {
+        out.extend_from_slice(b",\"truncated\":true");
+    }
+    out.push(b'}');
+    out
+}
+
+/// Whether a JSON-typed body can go into a record as it is. Bodies this API writes whole are
+/// serialised objects or arrays; anything else is checked by parsing it.
+fn is_json_value(body: &[u8]) -> bool {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{' | b'[') => true,
+        Some(_) => serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok(),
+        None => false,
+    }
 }
 
 impl ResponseLog {
@@ -66,11 +96,18 @@ impl ResponseLog {
     ) -> (Self, Arc<ResponseLogStats>, JoinHandle<()>) {
         let (queue_tx, queue_rx) = mpsc::channel(capacity);
         let stats = Arc::new(ResponseLogStats::default());
-        let task = tokio::spawn(publish(producer, queue_rx, Arc::clone(&stats)));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(publish(
+            producer,
+            queue_rx,
+            Arc::clone(&stats),
+            Arc::clone(&queued_bytes),
+        ));
         (
             Self {
                 queue_tx,
                 stats: Arc::clone(&stats),
+                queued_bytes,
             },
             stats,
             task,
@@ -79,9 +116,26 @@ impl ResponseLog {
 
     /// Queues a record without waiting; a full queue drops it.
     fn enqueue(&self, record: Vec<u8>) {
-        if let Err(error) = self.queue_tx.try_send(record) {
-            let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(reason = %error, dropped_total = dropped, "response-log record dropped");
+        let size = record.len();
+        let queued = self.queued_bytes.fetch_add(size, Ordering::AcqRel) + size;
+        let reason = if queued > MAX_QUEUED_BYTES {
+            "queue over its byte limit"
+        } else {
+            match self.queue_tx.try_send(record) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => "queue full",
+                Err(mpsc::error::TrySendError::Closed(_)) => "publisher stopped",
+            }
+        };
+        self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+        let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        // Once, then every thousandth: a lagging broker must not flood the logs too.
+        if dropped == 1 || dropped % 1000 == 0 {
+            tracing::warn!(
+                reason,
+                dropped_total = dropped,
+                "response-log record dropped"
+            );
         }
     }
 }
@@ -160,20 +214,17 @@ struct PendingRecord {
 impl PendingRecord {
     fn queue(self, body: Captured<'_>) {
         let (data, truncated) = match body {
-            Captured::Whole(bytes) if self.is_json => (serde_json::from_slice(bytes).ok(), false),
+            Captured::Whole(bytes) if self.is_json && is_json_value(bytes) => (Some(bytes), false),
             Captured::Whole(_) => (None, false),
             Captured::Truncated => (None, self.is_json),
         };
-        let record = LogRecord {
-            url: &self.url,
-            request_method: &self.method,
-            status: self.status,
+        self.log.enqueue(encode_record(
+            &self.url,
+            &self.method,
+            self.status,
             data,
             truncated,
-        };
-        // A struct of strings, numbers and already-valid JSON always serialises.
-        self.log
-            .enqueue(serde_json::to_vec(&record).expect("log record serialises"));
+        ));
     }
 }
 
@@ -253,11 +304,13 @@ async fn publish(
     producer: Arc<TopicProducer>,
     mut queue_rx: mpsc::Receiver<Vec<u8>>,
     stats: Arc<ResponseLogStats>,
+    queued_bytes: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let bytes = |batch: &[Vec<u8>]| batch.iter().map(Vec::len).sum::<usize>();
     while queue_rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let lingered = tokio::time::Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes(&batch) < MAX_BATCH_BYTES {
             let room = MAX_BATCH - batch.len();
             match tokio::time::timeout_at(lingered, queue_rx.recv_many(&mut batch, room)).await {
                 // The queue is closed (shutdown) or the linger is over: send what there is.
@@ -266,7 +319,11 @@ async fn publish(
             }
         }
         let count = batch.len() as u64;
-        match producer.send_batch(std::mem::take(&mut batch)).await {
+        // Records count against the byte limit until they are sent (or dropped).
+        let sent_bytes = bytes(&batch);
+        let outcome = producer.send_batch(std::mem::take(&mut batch)).await;
+        queued_bytes.fetch_sub(sent_bytes, Ordering::AcqRel);
+        match outcome {
             Ok(()) => {
                 stats.published.fetch_add(count, Ordering::Relaxed);
             }
@@ -281,5 +338,43 @@ async fn publish(
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_json_with_the_body_copied_in() {
+        let record = encode_record(
+            "/api/some_models/\"x\"",
+            "GET",
+            200,
+            Some(br#"[{"id":5,"name":"smth"}]"#),
+            false,
+        );
+        let value: serde_json::Value = serde_json::from_slice(&record).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"url": "/api/some_models/\"x\"", "request_method": "GET",
+                "status": 200, "data": [{"id": 5, "name": "smth"}]})
+        );
+        let truncated = encode_record("/api/x", "POST", 404, None, true);
+        let value: serde_json::Value = serde_json::from_slice(&truncated).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"url": "/api/x", "request_method": "POST", "status": 404,
+                "data": null, "truncated": true})
+        );
+    }
+
+    #[test]
+    fn only_json_values_are_copied_into_records() {
+        assert!(is_json_value(b" {\"a\": 1}"));
+        assert!(is_json_value(b"[]"));
+        assert!(is_json_value(b"\"text\""));
+        assert!(!is_json_value(b""));
+        assert!(!is_json_value(b"not json"));
     }
 }

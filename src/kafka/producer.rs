@@ -12,6 +12,9 @@ use rskafka::{
 use super::{partitioner::partition_for_key, Kafka};
 use crate::error::{bounded, Result};
 
+/// Batches of at least this many bytes are compressed by [`TopicProducer::send_batch`].
+pub const COMPRESS_FROM_BYTES: usize = 256 * 1024;
+
 /// A producer for one topic, holding a client per partition (partition `i` at index `i`).
 pub struct TopicProducer {
     topic: String,
@@ -72,8 +75,17 @@ impl TopicProducer {
         Ok(())
     }
 
-    /// Writes unkeyed values as one batch to the next partition in turn.
+    /// Writes unkeyed values as one batch to the next partition in turn, snappy-compressed
+    /// from [`COMPRESS_FROM_BYTES`] on (response-log records are JSON: large batches shrink
+    /// several times over, and the broker has that much less to take in; small ones are not
+    /// worth the CPU).
     pub async fn send_batch(&self, values: Vec<Vec<u8>>) -> Result<()> {
+        let bytes: usize = values.iter().map(Vec::len).sum();
+        let compression = if bytes >= COMPRESS_FROM_BYTES {
+            Compression::Snappy
+        } else {
+            Compression::NoCompression
+        };
         let now = Utc::now();
         let records = values
             .into_iter()
@@ -88,7 +100,7 @@ impl TopicProducer {
         bounded(
             "producing a batch",
             self.timeout,
-            self.partitions[index].produce(records, Compression::NoCompression),
+            self.partitions[index].produce(records, compression),
         )
         .await?;
         Ok(())
