@@ -6,10 +6,13 @@
 //! - [`cli`], [`config`] — command line and settings (environment / `.env`).
 //! - [`telemetry`] — logging (text or JSON lines); [`shutdown`] — the signals that stop it.
 //! - [`healthcheck`] — `rowsync healthcheck`, a dependency-free probe of `/health/live`.
-//! - [`db`] — pool, migrations (`sql/`), and the hand-written SQL for rows and stored offsets.
+//! - [`db`] — pool, migrations (`sql/`), the hand-written SQL for rows and stored offsets, and
+//!   the listener that hears every committed change to the table.
 //! - [`kafka`] — the rskafka client, topic creation, the Java-compatible partitioner, the message codec.
 //! - [`workers`] — the worker registry and the per-partition consumer loops.
-//! - [`http`] — the OpenAPI endpoints, JSON errors and the response-log middleware.
+//! - [`http`] — the OpenAPI endpoints, the streamed and cached listing, JSON errors and the
+//!   response-log middleware.
+//! - [`metrics`] — the Prometheus registry behind `GET /metrics`.
 //! - [`model`], [`error`] — the row type and the library's error type.
 
 pub mod app;
