@@ -97,12 +97,16 @@ async fn straight_sql(
     upsert: bool,
 ) -> anyhow::Result<Duration> {
     let pool = fixture::pool(schema, partitions.len())?;
+    // Copies and connections are made before the clock starts.
+    let mut clients = Vec::new();
+    for _ in partitions {
+        clients.push(pool.get().await?);
+    }
+    let inputs: Vec<(Vec<Change>, _)> = partitions.iter().cloned().zip(clients).collect();
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for changes in partitions.iter().cloned() {
-        let pool = pool.clone();
+    for (changes, mut client) in inputs {
         tasks.push(tokio::spawn(async move {
-            let mut client = pool.get().await?;
             for chunk in changes.chunks(batch) {
                 // Last write per id wins, ids sorted: what the worker's Batch::decode does.
                 let by_id: BTreeMap<i64, &str> =
