@@ -7,7 +7,6 @@ use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -22,7 +21,7 @@ use poem_openapi::{
 };
 use tokio::time::Sleep;
 
-use super::listing_cache::{ListingCache, MAX_CACHED_BYTES};
+use super::listing_cache::{FillPermit, MAX_CACHED_BYTES};
 use crate::{error::Error, model::Row};
 
 /// A chunk is sent once it holds this many bytes, or earlier when PostgreSQL has nothing more
@@ -43,16 +42,16 @@ impl JsonRows {
         Self::encode(rows, stall_timeout, None)
     }
 
-    /// Like [`new`](Self::new), also keeping the whole body in `cache` once it has been sent,
-    /// if it fits and the table is still at `generation`.
+    /// Like [`new`](Self::new), also keeping the whole body in the listing cache once it has
+    /// been sent, if it fits and the table is still at `generation`.
     pub fn caching(
         rows: impl Stream<Item = Result<tokio_postgres::Row, Error>> + Send + 'static,
         stall_timeout: Duration,
-        cache: Arc<ListingCache>,
+        permit: FillPermit,
         generation: u64,
     ) -> Self {
         let capture = Capture {
-            cache,
+            permit,
             generation,
             body: Vec::new(),
         };
@@ -83,7 +82,7 @@ impl JsonRows {
 
 /// The body so far, for the listing cache.
 struct Capture {
-    cache: Arc<ListingCache>,
+    permit: FillPermit,
     generation: u64,
     body: Vec<u8>,
 }
@@ -186,7 +185,7 @@ impl Stream for Encoder {
                     let last = this.take_chunk();
                     if let Some(capture) = this.capture.take() {
                         capture
-                            .cache
+                            .permit
                             .store(capture.generation, Bytes::from(capture.body));
                     }
                     return Poll::Ready(Some(Ok(last)));

@@ -102,13 +102,11 @@ impl SomeModelsApi {
             rows::stream(client, page).await
         })
         .await?;
-        Ok(RowsResponse::Ok(match generation {
-            Some(generation) if whole_table => JsonRows::caching(
-                rows,
-                state.db_timeout,
-                Arc::clone(&state.listing),
-                generation,
-            ),
+        let permit = generation.and_then(|_| state.listing.try_fill());
+        Ok(RowsResponse::Ok(match (generation, permit) {
+            (Some(generation), Some(permit)) => {
+                JsonRows::caching(rows, state.db_timeout, permit, generation)
+            }
             _ => JsonRows::new(rows, state.db_timeout),
         }))
     }
