@@ -14,6 +14,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
 COPY sql sql
+# rskafka 0.6.0 with rowsync's fix for Nagle stalls, wired in by Cargo.toml's [patch.crates-io].
+COPY vendor vendor
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --target x86_64-unknown-linux-musl \
