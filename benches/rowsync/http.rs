@@ -84,7 +84,7 @@ pub async fn startup(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
     ])
 }
 
-/// The old service's list endpoint (bench/django), run with gunicorn against the same schema.
+/// The old service's list endpoint (benches/django), run with gunicorn against the same schema.
 struct Django {
     child: tokio::process::Child,
     addr: std::net::SocketAddr,
@@ -95,7 +95,7 @@ impl Django {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/django/serve");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/django/serve");
         let url: tokio_postgres::Config = crate::fixture::database_url().parse()?;
         let host = match url.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
@@ -116,7 +116,7 @@ impl Django {
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .context("starting bench/django/serve")?;
+            .context("starting benches/django/serve")?;
         let addr = format!("127.0.0.1:{port}").parse()?;
         let django = Self { child, addr };
         let deadline = Instant::now() + Duration::from_secs(600);
