@@ -2,7 +2,7 @@
 //! batch, applies it and its next offset in one PostgreSQL transaction, and repeats.
 //! The loop only races cancellation against fetching, so a stop always lands on a batch boundary.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use chrono::Utc;
@@ -706,38 +706,47 @@ struct Batch {
 
 impl Batch {
     fn decode(kind: WorkerKind, records: &[RecordAndOffset]) -> Self {
-        let mut by_id: BTreeMap<i64, (Vec<usize>, String)> = BTreeMap::new();
+        // (id, record index, name), sorted by id with a stable sort: each id's records stay in
+        // Kafka's order, so the last of a run is the one that wins.
+        let mut decoded: Vec<(i64, usize, String)> = Vec::with_capacity(records.len());
         let mut invalid = Vec::new();
-        let mut valid = 0;
         for (index, record) in records.iter().enumerate() {
             let value = record.record.value.as_deref();
-            let decoded = match kind {
+            let message = match kind {
                 WorkerKind::Upcreate => codec::decode_upsert(value).map(|row| (row.id, row.name)),
                 WorkerKind::Delete => codec::decode_delete(value).map(|id| (id, String::new())),
             };
-            match decoded {
-                Ok((id, name)) => {
-                    valid += 1;
-                    let entry = by_id.entry(id).or_default();
-                    entry.0.push(index);
-                    entry.1 = name;
-                }
+            match message {
+                Ok((id, name)) => decoded.push((id, index, name)),
                 Err(reason) => invalid.push((index, reason)),
             }
         }
+        let valid = decoded.len();
+        decoded.sort_by_key(|(id, _, _)| *id);
         let mut batch = Batch {
             kind,
-            ids: Vec::with_capacity(by_id.len()),
+            ids: Vec::new(),
             names: Vec::new(),
-            sources: Vec::with_capacity(by_id.len()),
+            sources: Vec::new(),
             valid,
             invalid,
         };
-        for (id, (sources, name)) in by_id {
-            batch.ids.push(id);
-            batch.sources.push(sources);
-            if kind == WorkerKind::Upcreate {
-                batch.names.push(name);
+        for (id, index, name) in decoded {
+            if batch.ids.last() == Some(&id) {
+                batch
+                    .sources
+                    .last_mut()
+                    .expect("a source per id")
+                    .push(index);
+                if kind == WorkerKind::Upcreate {
+                    *batch.names.last_mut().expect("a name per id") = name;
+                }
+            } else {
+                batch.ids.push(id);
+                batch.sources.push(vec![index]);
+                if kind == WorkerKind::Upcreate {
+                    batch.names.push(name);
+                }
             }
         }
         batch
@@ -866,5 +875,57 @@ async fn sleep_or_cancel(backoff: &mut ExponentialBackoff, cancel: &Cancellation
     tokio::select! {
         _ = cancel.cancelled() => true,
         _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rskafka::record::Record;
+
+    use super::*;
+
+    fn records(values: &[&str]) -> Vec<RecordAndOffset> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(offset, value)| RecordAndOffset {
+                record: Record {
+                    key: None,
+                    value: Some(value.as_bytes().to_vec()),
+                    headers: Default::default(),
+                    timestamp: Utc::now(),
+                },
+                offset: offset as i64,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_keeps_the_last_write_per_id_with_ids_sorted_and_every_source_in_order() {
+        let records = records(&[
+            r#"{"id": 7, "name": "first"}"#,
+            r#"{"id": -2, "name": "minus"}"#,
+            "not json",
+            r#"{"id": 7, "name": "second"}"#,
+            r#"{"id": 3, "name": "three"}"#,
+            r#"{"id": 7, "name": "third"}"#,
+        ]);
+        let batch = Batch::decode(WorkerKind::Upcreate, &records);
+        assert_eq!(batch.ids, [-2, 3, 7]);
+        assert_eq!(batch.names, ["minus", "three", "third"]);
+        assert_eq!(batch.sources, [vec![1], vec![4], vec![0, 3, 5]]);
+        assert_eq!(batch.valid, 5);
+        assert_eq!(
+            batch.invalid.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [2]
+        );
+
+        let deletes = Batch::decode(
+            WorkerKind::Delete,
+            &self::records(&[r#"{"id": 9}"#, r#"{"id": 1}"#, r#"{"id": 9}"#]),
+        );
+        assert_eq!(deletes.ids, [1, 9]);
+        assert!(deletes.names.is_empty());
+        assert_eq!(deletes.sources, [vec![1], vec![0, 2]]);
     }
 }
