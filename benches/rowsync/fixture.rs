@@ -305,14 +305,14 @@ impl Rowsync {
             .parse()?)
     }
 
-    /// Resident memory now, in MiB.
-    pub fn rss_mib(&self) -> anyhow::Result<f64> {
-        Ok(self.status_kib("VmRSS:")? as f64 / 1024.0)
+    /// Resident memory now, in MB (10^6 bytes, as the targets are given).
+    pub fn rss_mb(&self) -> anyhow::Result<f64> {
+        Ok(self.status_kib("VmRSS:")? as f64 * 1024.0 / 1e6)
     }
 
-    /// Peak resident memory since start or the last [`reset_peak`](Self::reset_peak), in MiB.
-    pub fn peak_rss_mib(&self) -> anyhow::Result<f64> {
-        Ok(self.status_kib("VmHWM:")? as f64 / 1024.0)
+    /// Peak resident memory since start or the last [`reset_peak`](Self::reset_peak), in MB.
+    pub fn peak_rss_mb(&self) -> anyhow::Result<f64> {
+        Ok(self.status_kib("VmHWM:")? as f64 * 1024.0 / 1e6)
     }
 
     /// Resets the peak resident memory to the current one (Linux `clear_refs` 5).

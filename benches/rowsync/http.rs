@@ -51,7 +51,7 @@ pub async fn startup(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         let rowsync = fixture.rowsync(&[]).await?;
         ready.push(rowsync.ready_after.as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        idle.push(rowsync.rss_mib()?);
+        idle.push(rowsync.rss_mb()?);
         rowsync.stop().await?;
     }
     fixture.cleanup().await;
@@ -78,7 +78,7 @@ pub async fn startup(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
             "process",
             "idle resident memory, 1 s after ready",
             median(&mut idle),
-            "MiB",
+            "MB",
         )
         .target(Target::AtMost(20.0)),
     ])
@@ -259,7 +259,7 @@ pub async fn stream(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         let (_, first, _, _) = timed_get(&mut sender, addr, "/api/some_models/?limit=1").await?;
         small_first_byte = small_first_byte.min(first.as_secs_f64() * 1000.0);
     }
-    let before = rowsync.rss_mib()?;
+    let before = rowsync.rss_mb()?;
     rowsync.reset_peak()?;
     let mut first_byte = f64::MAX;
     let mut total = Duration::ZERO;
@@ -277,7 +277,7 @@ pub async fn stream(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         total = all;
         bytes = body.len();
     }
-    let peak = rowsync.peak_rss_mib()?;
+    let peak = rowsync.peak_rss_mb()?;
     rowsync.stop().await?;
     fixture.cleanup().await;
     let what = format!(
@@ -290,7 +290,7 @@ pub async fn stream(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
             "stream",
             format!("{what}: server peak resident memory"),
             peak,
-            "MiB",
+            "MB",
         )
         .baseline("resident memory before the listing", before)
         .target(Target::AtMost(64.0)),
