@@ -432,7 +432,6 @@ pub async fn latency(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut producers = Vec::new();
-    eprintln!("  producing from {}", chrono::Utc::now());
     for id in 0..count {
         ticker.tick().await;
         let client = Arc::clone(&partitions[id % partitions.len()]);

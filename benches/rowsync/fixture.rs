@@ -321,27 +321,15 @@ impl Rowsync {
     }
 
     pub async fn post(&self, path: &str) -> anyhow::Result<Value> {
-        let response = self.http.post(self.url(path)).send().await?;
-        let status = response.status();
-        let body = response.text().await?;
-        ensure!(status.is_success(), "POST {path}: {status} {body}");
-        Ok(serde_json::from_str(&body)?)
+        json_answer(self.http.post(self.url(path)), "POST", path).await
     }
 
     pub async fn post_json(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let response = self.http.post(self.url(path)).json(&body).send().await?;
-        let status = response.status();
-        let text = response.text().await?;
-        ensure!(status.is_success(), "POST {path}: {status} {text}");
-        Ok(serde_json::from_str(&text)?)
+        json_answer(self.http.post(self.url(path)).json(&body), "POST", path).await
     }
 
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        let response = self.http.get(self.url(path)).send().await?;
-        let status = response.status();
-        let body = response.text().await?;
-        ensure!(status.is_success(), "GET {path}: {status} {body}");
-        Ok(serde_json::from_str(&body)?)
+        json_answer(self.http.get(self.url(path)), "GET", path).await
     }
 
     /// The samples of `/metrics` whose name starts with `prefix`, by their full line key.
@@ -413,4 +401,17 @@ impl Rowsync {
         ensure!(exit.success(), "rowsync exited with {exit}");
         Ok(())
     }
+}
+
+/// Sends `request`; a 2xx answer's JSON body, or an error naming the request and the answer.
+async fn json_answer(
+    request: reqwest::RequestBuilder,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<Value> {
+    let response = request.send().await?;
+    let status = response.status();
+    let body = response.text().await?;
+    ensure!(status.is_success(), "{method} {path}: {status} {body}");
+    Ok(serde_json::from_str(&body)?)
 }

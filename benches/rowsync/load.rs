@@ -137,6 +137,27 @@ pub async fn send(
     method: Method,
     path: &str,
 ) -> anyhow::Result<(u16, bool)> {
+    let (status, close, _) = exchange(sender, addr, method, path).await?;
+    Ok((status, close))
+}
+
+/// Sends one GET and returns its status and whole body.
+pub async fn fetch(
+    sender: &mut http1::SendRequest<Empty<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) -> anyhow::Result<(u16, Bytes)> {
+    let (status, _, body) = exchange(sender, addr, Method::GET, path).await?;
+    Ok((status, body))
+}
+
+/// One request: status, whether the server closes the connection after it, and the body.
+async fn exchange(
+    sender: &mut http1::SendRequest<Empty<Bytes>>,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+) -> anyhow::Result<(u16, bool, Bytes)> {
     sender.ready().await?;
     let request = Request::builder()
         .method(method)
@@ -149,23 +170,6 @@ pub async fn send(
         .headers()
         .get(hyper::header::CONNECTION)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-    response.into_body().collect().await?;
-    Ok((status, close))
-}
-
-/// Sends one request and returns its status and whole body.
-pub async fn fetch(
-    sender: &mut http1::SendRequest<Empty<Bytes>>,
-    addr: SocketAddr,
-    path: &str,
-) -> anyhow::Result<(u16, Bytes)> {
-    sender.ready().await?;
-    let request = Request::builder()
-        .uri(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Empty::new())?;
-    let response = sender.send_request(request).await?;
-    let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, body))
+    Ok((status, close, body))
 }

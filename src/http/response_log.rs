@@ -306,21 +306,23 @@ async fn publish(
     stats: Arc<ResponseLogStats>,
     queued_bytes: Arc<AtomicUsize>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let bytes = |batch: &[Vec<u8>]| batch.iter().map(Vec::len).sum::<usize>();
+    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(MAX_BATCH);
     while queue_rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let lingered = tokio::time::Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH && bytes(&batch) < MAX_BATCH_BYTES {
+        let mut sent_bytes: usize = batch.iter().map(Vec::len).sum();
+        while batch.len() < MAX_BATCH && sent_bytes < MAX_BATCH_BYTES {
             let room = MAX_BATCH - batch.len();
             match tokio::time::timeout_at(lingered, queue_rx.recv_many(&mut batch, room)).await {
                 // The queue is closed (shutdown) or the linger is over: send what there is.
                 Ok(0) | Err(_) => break,
-                Ok(_) => {}
+                Ok(received) => {
+                    let new = &batch[batch.len() - received..];
+                    sent_bytes += new.iter().map(Vec::len).sum::<usize>();
+                }
             }
         }
         let count = batch.len() as u64;
         // Records count against the byte limit until they are sent (or dropped).
-        let sent_bytes = bytes(&batch);
         let outcome = producer.send_batch(std::mem::take(&mut batch)).await;
         queued_bytes.fetch_sub(sent_bytes, Ordering::AcqRel);
         match outcome {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use rowsync::{
+    config::Settings,
     kafka::{producer::TopicProducer, Kafka},
     workers::{
         consumer::{PartitionConsumer, Step, WorkerContext},
@@ -25,6 +26,29 @@ fn updates(ids: std::ops::Range<i64>, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// What the upcreate worker's loops share, for the settings' updates topic.
+fn upcreate_context(
+    settings: &Settings,
+    kafka: Kafka,
+    dead_letters: DeadLetterQueue,
+    fetch_max_bytes: i32,
+) -> Arc<WorkerContext> {
+    let topic = &settings.topics.updates_topic;
+    Arc::new(WorkerContext {
+        kind: WorkerKind::Upcreate,
+        topic: topic.clone(),
+        pool: rowsync::db::pool(&settings.database).unwrap(),
+        kafka,
+        stats: Arc::new(WorkerStats::new(WorkerKind::Upcreate, topic)),
+        dead_letters,
+        topic_layout: (3, 1),
+        fetch_max_bytes,
+        fetch_max_wait_ms: 500,
+        batch_metrics: rowsync::metrics::Metrics::new().batches(),
+        db_timeout: std::time::Duration::from_secs(5),
+    })
+}
+
 async fn produce(app: &TestApp, topic: &str, values: &[String]) {
     app.produce(
         topic,
@@ -42,19 +66,12 @@ async fn records_reaching_a_recreated_topic_after_the_consumer_positioned_itself
     let app = TestApp::start(settings.clone()).await;
     let topic = settings.topics.updates_topic.clone();
     let kafka = Kafka::connect(&settings.kafka).await.unwrap();
-    let context = Arc::new(WorkerContext {
-        kind: WorkerKind::Upcreate,
-        topic: topic.clone(),
-        pool: rowsync::db::pool(&settings.database).unwrap(),
-        kafka: kafka.clone(),
-        stats: Arc::new(WorkerStats::new(WorkerKind::Upcreate, &topic)),
-        dead_letters: DeadLetterQueue::new(None),
-        topic_layout: (3, 1),
-        fetch_max_bytes: 1024 * 1024,
-        fetch_max_wait_ms: 500,
-        batch_metrics: rowsync::metrics::Metrics::new().batches(),
-        db_timeout: std::time::Duration::from_secs(5),
-    });
+    let context = upcreate_context(
+        &settings,
+        kafka.clone(),
+        DeadLetterQueue::new(None),
+        1024 * 1024,
+    );
     let cancel = CancellationToken::new();
 
     produce(&app, &topic, &updates(0..5, "before")).await;
@@ -116,19 +133,12 @@ async fn a_batch_whose_dead_letters_cannot_be_written_is_not_applied_until_they_
     let dlq = TopicProducer::connect(&dlq_kafka, &dlq_topic)
         .await
         .unwrap();
-    let context = Arc::new(WorkerContext {
-        kind: WorkerKind::Upcreate,
-        topic: topic.clone(),
-        pool: rowsync::db::pool(&settings.database).unwrap(),
-        kafka: Kafka::connect(&settings.kafka).await.unwrap(),
-        stats: Arc::new(WorkerStats::new(WorkerKind::Upcreate, &topic)),
-        dead_letters: DeadLetterQueue::new(Some(Arc::new(dlq))),
-        topic_layout: (3, 1),
-        fetch_max_bytes: 1024 * 1024,
-        fetch_max_wait_ms: 500,
-        batch_metrics: rowsync::metrics::Metrics::new().batches(),
-        db_timeout: std::time::Duration::from_secs(5),
-    });
+    let context = upcreate_context(
+        &settings,
+        Kafka::connect(&settings.kafka).await.unwrap(),
+        DeadLetterQueue::new(Some(Arc::new(dlq))),
+        1024 * 1024,
+    );
     let cancel = CancellationToken::new();
     let mut consumer = PartitionConsumer::new(Arc::clone(&context), 0);
     assert_eq!(
@@ -194,20 +204,8 @@ async fn a_batch_fetched_ahead_is_neither_lost_nor_applied_after_a_stop() {
     let app = TestApp::start(settings.clone()).await;
     let topic = settings.topics.updates_topic.clone();
     let kafka = Kafka::connect(&settings.kafka).await.unwrap();
-    let context = Arc::new(WorkerContext {
-        kind: WorkerKind::Upcreate,
-        topic: topic.clone(),
-        pool: rowsync::db::pool(&settings.database).unwrap(),
-        kafka,
-        stats: Arc::new(WorkerStats::new(WorkerKind::Upcreate, &topic)),
-        dead_letters: DeadLetterQueue::new(None),
-        topic_layout: (3, 1),
-        // Smaller than one produced batch: each fetch returns exactly one batch.
-        fetch_max_bytes: 100,
-        fetch_max_wait_ms: 500,
-        batch_metrics: rowsync::metrics::Metrics::new().batches(),
-        db_timeout: std::time::Duration::from_secs(5),
-    });
+    // Smaller than one produced batch: each fetch returns exactly one batch.
+    let context = upcreate_context(&settings, kafka, DeadLetterQueue::new(None), 100);
     produce(&app, &topic, &updates(0..5, "first")).await;
     produce(&app, &topic, &updates(5..10, "second")).await;
 
