@@ -82,7 +82,14 @@ pub async fn upsert(tx: &Transaction<'_>, ids: &[i64], names: &[&str]) -> Result
 }
 
 /// Deletes every listed row; ids without a row are ignored. `ids` sorted, as for [`upsert`].
+///
+/// Runs under the statement's generic plan, an index probe per id: planned for each batch's
+/// array, PostgreSQL spends milliseconds estimating every element and, on a table not much
+/// larger than the batch, picks a scan of the whole table, so a batch of 5,000 cost as much as
+/// one of 30,000 (measured in BENCHMARKS.md). The setting ends with the transaction.
 pub async fn delete(tx: &Transaction<'_>, ids: &[i64]) -> Result<u64> {
+    tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        .await?;
     let statement = tx
         .prepare_cached("DELETE FROM some_model WHERE id = ANY($1::bigint[])")
         .await?;

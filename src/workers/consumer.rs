@@ -36,6 +36,17 @@ use crate::{
 /// failure goes to the usual backoff.
 const CONFLICT_RETRIES: usize = 3;
 
+/// Bytes the first fetch after (re)positioning asks for; each fetch that returns records
+/// doubles it, up to `KAFKA_FETCH_MAX_BYTES`. A worker starting on a backlog applies its first
+/// small batch while the larger ones are still being fetched, instead of leaving PostgreSQL
+/// idle until a full-size fetch arrives.
+pub const FIRST_FETCH_BYTES: i32 = 64 * 1024;
+
+/// The next fetch size: doubled after a fetch that returned records, capped at `max`.
+fn grown_fetch_bytes(current: i32, max: i32) -> i32 {
+    current.saturating_mul(2).min(max)
+}
+
 /// What one worker's loops share.
 pub struct WorkerContext {
     pub kind: WorkerKind,
@@ -126,9 +137,13 @@ pub struct PartitionConsumer {
     partition: i32,
     /// Connected lazily and again after errors.
     client: Option<Arc<PartitionClient>>,
-    /// The fetch of the batch after the one being applied, started before applying it so the
-    /// broker's answer and PostgreSQL's work overlap: the offset it fetches from, and the task.
-    prefetch: Option<(i64, JoinHandle<Result<RawFetch>>)>,
+    /// The fetch (and decoding) of the batch after the one being applied, started before
+    /// applying it so the broker's answer, the decoding and PostgreSQL's work overlap: the
+    /// offset it fetches from, and the task.
+    prefetch: Option<(i64, JoinHandle<Result<Prefetched>>)>,
+    /// Bytes the next fetch asks for: [`FIRST_FETCH_BYTES`] after positioning, growing to the
+    /// configured maximum.
+    fetch_bytes: i32,
     /// Offset of the next record to fetch; `None` until read from PostgreSQL.
     position: Option<i64>,
     /// The next offset as stored in PostgreSQL (`None`: nothing stored yet). Every commit
@@ -158,6 +173,7 @@ impl PartitionConsumer {
     /// A consumer that has not connected or read its offset yet.
     pub fn new(context: Arc<WorkerContext>, partition: i32) -> Self {
         Self {
+            fetch_bytes: FIRST_FETCH_BYTES.min(context.fetch_max_bytes),
             context,
             partition,
             client: None,
@@ -221,11 +237,13 @@ impl PartitionConsumer {
             fetched = self.fetch() => fetched?,
         };
         let step = match fetched {
-            Fetched::Records(records) => {
+            Fetched::Records(records, decoded) => {
                 tracing::debug!(records = records.len(), "fetched");
                 let next = records.last().map_or(0, |r| r.offset + 1);
+                self.fetch_bytes =
+                    grown_fetch_bytes(self.fetch_bytes, self.context.fetch_max_bytes);
                 self.start_prefetch(next);
-                let applied = self.apply(records).await;
+                let applied = self.apply(records, decoded).await;
                 if applied.is_err() {
                     self.drop_prefetch();
                 }
@@ -246,11 +264,24 @@ impl PartitionConsumer {
         self.drop_prefetch();
         if let Some(client) = &self.client {
             let client = Arc::clone(client);
-            let (max_bytes, max_wait) =
-                (self.context.fetch_max_bytes, self.context.fetch_max_wait_ms);
+            let (max_bytes, max_wait) = (self.fetch_bytes, self.context.fetch_max_wait_ms);
             let timeout = self.context.kafka.timeout();
+            let kind = self.context.kind;
             let task = tokio::spawn(async move {
-                raw_fetch(&client, from, max_bytes, max_wait, timeout).await
+                let (mut records, high_watermark) =
+                    raw_fetch(&client, from, max_bytes, max_wait, timeout).await?;
+                keep_from(&mut records, from);
+                // Decoded here only when the batch starts where asked; otherwise `fetch` fetches
+                // again and the batch is decoded when applied.
+                let batch = records
+                    .first()
+                    .is_some_and(|r| r.offset == from)
+                    .then(|| Batch::decode(kind, &records));
+                Ok(Prefetched {
+                    records,
+                    high_watermark,
+                    batch,
+                })
             });
             self.prefetch = Some((from, task));
         }
@@ -293,14 +324,23 @@ impl PartitionConsumer {
                 raw_fetch(
                     client,
                     position,
-                    self.context.fetch_max_bytes,
+                    self.fetch_bytes,
                     self.context.fetch_max_wait_ms,
                     kafka.timeout(),
                 )
                 .await
+                .map(|(records, high_watermark)| Prefetched {
+                    records,
+                    high_watermark,
+                    batch: None,
+                })
             }
         };
-        let (mut records, high_watermark) = match fetched {
+        let Prefetched {
+            mut records,
+            high_watermark,
+            mut batch,
+        } = match fetched {
             Ok(fetched) => fetched,
             Err(Error::Kafka(KafkaError::ServerError {
                 protocol_error: ProtocolError::OffsetOutOfRange,
@@ -327,9 +367,10 @@ impl PartitionConsumer {
             // A fetch from inside a record batch: tansu then answers with the *next* batch, or
             // nothing. Fetch again from where a batch starts so no record is skipped.
             records = self.fetch_covering(position).await?;
+            batch = None;
         }
         if !records.is_empty() {
-            Ok(Fetched::Records(records))
+            Ok(Fetched::Records(records, batch))
         } else if position > high_watermark {
             // Some brokers (tansu) never say "out of range": a recreated topic just ends earlier.
             Ok(Fetched::OutOfRange)
@@ -371,6 +412,7 @@ impl PartitionConsumer {
         })
         .await?;
         let stored = stored.get(&self.partition).copied();
+        self.fetch_bytes = FIRST_FETCH_BYTES.min(self.context.fetch_max_bytes);
         self.committed = stored.map(|s| s.next);
         self.unverified = None;
         let position = match stored {
@@ -464,7 +506,11 @@ impl PartitionConsumer {
     /// The batch is first applied as one statement. If PostgreSQL refuses a record in it (a
     /// constraint, say), the transaction is rolled back and the batch applied again with the
     /// refused records isolated by bisection under savepoints, so they alone are dead-lettered.
-    async fn apply(&mut self, records: Vec<RecordAndOffset>) -> Result<Step> {
+    async fn apply(
+        &mut self,
+        records: Vec<RecordAndOffset>,
+        decoded: Option<Batch>,
+    ) -> Result<Step> {
         let worker = self.context.kind.name();
         let topic = self.context.topic.as_str();
         let partition = self.partition;
@@ -472,8 +518,14 @@ impl PartitionConsumer {
         let next = last.offset + 1;
         let fingerprint = fingerprint_of(&last.record);
         let started = std::time::Instant::now();
-        let mut batch = Batch::decode(self.context.kind, &records);
-        tracing::trace!(records = records.len(), "decoded");
+        let mut batch = match decoded {
+            Some(batch) => batch,
+            None => {
+                let batch = Batch::decode(self.context.kind, &records);
+                tracing::trace!(records = records.len(), "decoded");
+                batch
+            }
+        };
         for (index, reason) in &batch.invalid {
             let offset = records[*index].offset;
             tracing::warn!(worker, topic, partition, offset, reason = %reason, "skipping invalid record");
@@ -666,6 +718,14 @@ impl Drop for PartitionConsumer {
 /// What one fetch request returned: the records and the high watermark.
 type RawFetch = (Vec<RecordAndOffset>, i64);
 
+/// A fetch made ahead: its records from the offset asked for on, the high watermark, and the
+/// records decoded (when they start at that offset).
+struct Prefetched {
+    records: Vec<RecordAndOffset>,
+    high_watermark: i64,
+    batch: Option<Batch>,
+}
+
 /// One fetch request from `position`, bounded by the request timeout plus the broker's wait.
 async fn raw_fetch(
     client: &PartitionClient,
@@ -683,7 +743,8 @@ async fn raw_fetch(
 }
 
 enum Fetched {
-    Records(Vec<RecordAndOffset>),
+    /// Records from the position on, and their decoded batch if it was decoded ahead.
+    Records(Vec<RecordAndOffset>, Option<Batch>),
     Nothing,
     OutOfRange,
 }
@@ -696,8 +757,11 @@ struct Batch {
     ids: Vec<i64>,
     /// New name per id (upserts only).
     names: Vec<String>,
-    /// Per id, the indices of the records that named it, oldest first; the last one is applied.
-    sources: Vec<Vec<usize>>,
+    /// Indices of the records that named each id, grouped by id in `ids`' order, oldest first
+    /// within a group (one flat vector rather than one per id).
+    sources: Vec<usize>,
+    /// Per id, its group in `sources`; the group's last record is the one applied.
+    spans: Vec<std::ops::Range<usize>>,
     /// Valid records.
     valid: usize,
     /// Records that are not valid messages: index and why.
@@ -725,25 +789,24 @@ impl Batch {
         decoded.sort_by_key(|(id, _, _)| *id);
         let mut batch = Batch {
             kind,
-            ids: Vec::new(),
+            ids: Vec::with_capacity(valid),
             names: Vec::new(),
-            sources: Vec::new(),
+            sources: Vec::with_capacity(valid),
+            spans: Vec::with_capacity(valid),
             valid,
             invalid,
         };
         for (id, index, name) in decoded {
+            let at = batch.sources.len();
+            batch.sources.push(index);
             if batch.ids.last() == Some(&id) {
-                batch
-                    .sources
-                    .last_mut()
-                    .expect("a source per id")
-                    .push(index);
+                batch.spans.last_mut().expect("a span per id").end = at + 1;
                 if kind == WorkerKind::Upcreate {
                     *batch.names.last_mut().expect("a name per id") = name;
                 }
             } else {
                 batch.ids.push(id);
-                batch.sources.push(vec![index]);
+                batch.spans.push(at..at + 1);
                 if kind == WorkerKind::Upcreate {
                     batch.names.push(name);
                 }
@@ -805,11 +868,12 @@ impl Batch {
                         continue;
                     }
                     let at = range.start;
-                    let index = self.sources[at]
-                        .pop()
-                        .expect("every id has a source record");
-                    refused.push((index, postgres_reason(&e)));
-                    if let Some(&previous) = self.sources[at].last() {
+                    let span = &mut self.spans[at];
+                    assert!(span.end > span.start, "every id has a source record");
+                    span.end -= 1;
+                    refused.push((self.sources[span.end], postgres_reason(&e)));
+                    if span.end > span.start {
+                        let previous = self.sources[span.end - 1];
                         if self.kind == WorkerKind::Upcreate {
                             let value = records[previous].record.value.as_deref();
                             // It decoded when the batch was built, so it decodes again.
@@ -884,6 +948,12 @@ mod tests {
 
     use super::*;
 
+    impl Batch {
+        fn sources_of(&self, at: usize) -> &[usize] {
+            &self.sources[self.spans[at].clone()]
+        }
+    }
+
     fn records(values: &[&str]) -> Vec<RecordAndOffset> {
         values
             .iter()
@@ -901,6 +971,20 @@ mod tests {
     }
 
     #[test]
+    fn fetches_start_small_and_double_up_to_the_maximum() {
+        let max = 1024 * 1024;
+        let mut sizes = vec![FIRST_FETCH_BYTES.min(max)];
+        while *sizes.last().unwrap() < max {
+            sizes.push(grown_fetch_bytes(*sizes.last().unwrap(), max));
+        }
+        assert_eq!(sizes, [64, 128, 256, 512, 1024].map(|k| k * 1024));
+        // A maximum below the first size, or not a power of two, is never exceeded.
+        assert_eq!(FIRST_FETCH_BYTES.min(4096), 4096);
+        assert_eq!(grown_fetch_bytes(64 * 1024, 100_000), 100_000);
+        assert_eq!(grown_fetch_bytes(i32::MAX, i32::MAX), i32::MAX);
+    }
+
+    #[test]
     fn a_batch_keeps_the_last_write_per_id_with_ids_sorted_and_every_source_in_order() {
         let records = records(&[
             r#"{"id": 7, "name": "first"}"#,
@@ -913,7 +997,9 @@ mod tests {
         let batch = Batch::decode(WorkerKind::Upcreate, &records);
         assert_eq!(batch.ids, [-2, 3, 7]);
         assert_eq!(batch.names, ["minus", "three", "third"]);
-        assert_eq!(batch.sources, [vec![1], vec![4], vec![0, 3, 5]]);
+        assert_eq!(batch.sources_of(0), [1]);
+        assert_eq!(batch.sources_of(1), [4]);
+        assert_eq!(batch.sources_of(2), [0, 3, 5]);
         assert_eq!(batch.valid, 5);
         assert_eq!(
             batch.invalid.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
@@ -926,6 +1012,7 @@ mod tests {
         );
         assert_eq!(deletes.ids, [1, 9]);
         assert!(deletes.names.is_empty());
-        assert_eq!(deletes.sources, [vec![1], vec![0, 2]]);
+        assert_eq!(deletes.sources_of(0), [1]);
+        assert_eq!(deletes.sources_of(1), [0, 2]);
     }
 }

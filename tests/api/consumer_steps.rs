@@ -251,3 +251,57 @@ async fn a_batch_fetched_ahead_is_neither_lost_nor_applied_after_a_stop() {
     assert_eq!(ids, (0..10).rev().collect::<Vec<_>>());
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_backlog_is_applied_in_batches_that_start_small_and_grow() {
+    let settings = fresh_settings();
+    let app = TestApp::start(settings.clone()).await;
+    let topic = settings.topics.updates_topic.clone();
+    let kafka = Kafka::connect(&settings.kafka).await.unwrap();
+    let context = upcreate_context(&settings, kafka, DeadLetterQueue::new(None), 4 << 20);
+    // 80 record batches of ~21 KB (1.7 MB in all): one fetch of the maximum size would take
+    // the whole backlog at once.
+    for batch in 0..80 {
+        produce(
+            &app,
+            &topic,
+            &updates(batch * 500..(batch + 1) * 500, "backlog"),
+        )
+        .await;
+    }
+
+    let cancel = CancellationToken::new();
+    let mut consumer = PartitionConsumer::new(Arc::clone(&context), 0);
+    assert_eq!(
+        consumer.step(&cancel).await.unwrap(),
+        Step::Positioned { at: 0 }
+    );
+    let mut applied = Vec::new();
+    while applied.iter().sum::<usize>() < 40_000 {
+        match consumer.step(&cancel).await.unwrap() {
+            Step::Applied { valid, invalid: 0 } => applied.push(valid),
+            other => panic!("unexpected step {other:?} after {applied:?}"),
+        }
+    }
+    // The first fetch asks for FIRST_FETCH_BYTES (64 KiB: three of these record batches and
+    // the one crossing the limit), and each later one for twice the one before.
+    assert!(
+        applied[0] <= 2_500,
+        "first batch of {} records, expected about 64 KiB of them: {applied:?}",
+        applied[0]
+    );
+    assert!(
+        applied.len() >= 3
+            && applied[..applied.len() - 1]
+                .windows(2)
+                .all(|w| w[1] >= w[0]),
+        "batches grow until the backlog runs out: {applied:?}"
+    );
+    assert!(
+        *applied.iter().max().unwrap() >= 4 * applied[0],
+        "batches grow: {applied:?}"
+    );
+    assert_eq!(app.rows().await.len(), 40_000);
+    cancel.cancel();
+    app.cleanup().await;
+}
