@@ -142,6 +142,7 @@ impl Fixture {
                 "KAFKA_FETCH_MAX_WAIT_MS",
                 "KAFKA_FETCH_MAX_BYTES",
                 "DB_POOL_SIZE",
+                "MIMALLOC_PURGE_DELAY",
             ]
             .into_iter()
             .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?))),
@@ -315,6 +316,11 @@ impl Rowsync {
         Ok(self.status_kib("VmHWM:")? as f64 * 1024.0 / 1e6)
     }
 
+    /// CPU time rowsync has used so far (user + system), in seconds.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        cpu_seconds(self.pid()?)
+    }
+
     /// Resets the peak resident memory to the current one (Linux `clear_refs` 5).
     pub fn reset_peak(&self) -> anyhow::Result<()> {
         std::fs::write(format!("/proc/{}/clear_refs", self.pid()?), "5").context("resetting VmHWM")
@@ -414,4 +420,32 @@ async fn json_answer(
     let body = response.text().await?;
     ensure!(status.is_success(), "{method} {path}: {status} {body}");
     Ok(serde_json::from_str(&body)?)
+}
+
+/// CPU time (user + system) process `pid` has used so far, in seconds, from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("/proc/PID/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // In USER_HZ ticks, 100 per second on Linux (x86 and ARM).
+    Ok(ticks / 100.0)
+}
+
+/// The local tansu broker's process id, when the broker is tansu on this machine.
+pub fn local_broker_pid() -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim() == "tansu").then_some(pid)
+        })
 }

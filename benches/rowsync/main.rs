@@ -47,6 +47,8 @@ pub struct Sizes {
     pub load: Duration,
     pub produce_rounds: usize,
     pub log_rounds: usize,
+    /// Length of each response-log run (the scenario runs `2 × log_rounds` of them).
+    pub log_load: Duration,
     pub startups: usize,
     /// Times each drain (worker and straight SQL, alternating) is repeated; the median counts.
     pub rounds: usize,
@@ -69,7 +71,8 @@ impl Sizes {
             warmup: Duration::from_secs(2),
             load: Duration::from_secs(10),
             produce_rounds: 200,
-            log_rounds: 2,
+            log_rounds: 7,
+            log_load: Duration::from_secs(4),
             startups: 5,
             rounds: 3,
             delete_rounds: 9,
@@ -91,6 +94,7 @@ impl Sizes {
             load: Duration::from_millis(500),
             produce_rounds: 5,
             log_rounds: 1,
+            log_load: Duration::from_millis(500),
             startups: 1,
             rounds: 2,
             delete_rounds: 2,
