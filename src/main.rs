@@ -13,11 +13,10 @@ use rowsync::{
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// How often the allocator is asked to return memory freed since (see [`return_freed_memory`]).
-const ALLOCATOR_COLLECT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-/// Every this many collects, and during the first second or two, everything free is returned
-/// (forced), not only what is past mimalloc's purge delay.
-const ALLOCATOR_FORCE_EVERY: u32 = 10;
+/// How often the allocator task looks at whether the process has gone idle.
+const ALLOCATOR_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// Less CPU than this between two checks counts as idle.
+const IDLE_CPU: std::time::Duration = std::time::Duration::from_millis(5);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -59,22 +58,45 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     app.run_until_stopped(shutdown::signal()).await
 }
 
-/// Asks mimalloc every [`ALLOCATOR_COLLECT_EVERY`] to give the OS back memory freed more than
-/// its purge delay ago, and every [`ALLOCATOR_FORCE_EVERY`]th time (and while start-up's
-/// garbage is fresh) everything free. mimalloc returns freed memory only when a thread next
-/// calls into it, so an idle process kept ~20 MB resident; returning memory at every free
-/// instead (purge delay 0) made busy threads fault pages back in (+6 µs of CPU per logged
-/// request, BENCHMARKS.md), and forcing every 500 ms cost +3 µs. Busy threads now reuse their
-/// pages and an idle process shrinks within seconds.
+/// Gives the OS back the memory mimalloc holds free once the process goes idle (and during
+/// start-up, whose garbage is freed all at once).
+///
+/// mimalloc returns freed memory only when the thread that holds it next calls into it, so an
+/// idle process kept ~20 MB resident. Returning it at every free instead (purge delay 0) made
+/// busy threads fault pages straight back in, and collecting on a timer under load cost CPU on
+/// every request (BENCHMARKS.md); a busy process now keeps reusing its pages, and one that has
+/// used under [`IDLE_CPU`] in the last [`ALLOCATOR_CHECK_EVERY`] is collected once.
 async fn return_freed_memory() {
-    let mut ticks = tokio::time::interval(ALLOCATOR_COLLECT_EVERY);
+    let mut ticks = tokio::time::interval(ALLOCATOR_CHECK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_cpu = process_cpu_time();
+    let mut collected = false;
     for tick in 0u32.. {
         ticks.tick().await;
-        let force = tick < 4 || tick % ALLOCATOR_FORCE_EVERY == 0;
-        // SAFETY: mi_collect has no preconditions.
-        unsafe { libmimalloc_sys::mi_collect(force) };
+        let cpu = process_cpu_time();
+        let idle = cpu.saturating_sub(last_cpu) < IDLE_CPU;
+        last_cpu = cpu;
+        if tick < 4 || (idle && !collected) {
+            // SAFETY: mi_collect has no preconditions.
+            unsafe { libmimalloc_sys::mi_collect(true) };
+        }
+        collected = idle;
     }
+}
+
+/// CPU time (user and system) this process has used so far.
+fn process_cpu_time() -> std::time::Duration {
+    // SAFETY: getrusage writes one plain struct, zeroed beforehand.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec as u64)
+            + std::time::Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// `rowsync healthcheck`: 0 when the API listening on `listen_addr` is live, else 1.

@@ -12,6 +12,7 @@ use std::{
 };
 
 use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
@@ -20,21 +21,36 @@ use crate::config::DatabaseSettings;
 /// The channel the trigger notifies.
 pub const CHANNEL: &str = "rowsync_some_model";
 
+/// A caller of [`TableVersion::synced`] waiting for the next round trip.
+type SyncWaiter = oneshot::Sender<Option<u64>>;
+
 /// How current the table is, as far as this process has heard.
 #[derive(Default)]
 pub struct TableVersion {
     generation: AtomicU64,
     listening: AtomicBool,
-    /// The listening connection, for [`synced`](Self::synced).
+    /// The listening connection, for the round trips of [`synced`](Self::synced).
     client: Mutex<Option<Arc<Client>>>,
+    /// Callers of [`synced`](Self::synced), to the task making the round trips (none in a
+    /// version that never listens).
+    waiters: Option<mpsc::UnboundedSender<SyncWaiter>>,
 }
 
 impl TableVersion {
-    /// The generation as of now, including every change committed before this call: a round
-    /// trip on the listening connection, after which PostgreSQL has delivered every earlier
-    /// notification (it sends them before the answer). `None` while changes cannot be heard
-    /// or the round trip fails within `timeout`.
+    /// The generation as of now, including every change committed before this call: after a
+    /// round trip on the listening connection that started after this call, PostgreSQL has
+    /// delivered every earlier notification (it sends them before the answer). Callers that
+    /// arrive while a round trip is out share the next one, so a burst of requests costs
+    /// PostgreSQL one empty query, not one each. `None` while changes cannot be heard or the
+    /// round trip fails within `timeout`.
     pub async fn synced(&self, timeout: Duration) -> Option<u64> {
+        let (answer, answered) = oneshot::channel();
+        self.waiters.as_ref()?.send(answer).ok()?;
+        tokio::time::timeout(timeout, answered).await.ok()?.ok()?
+    }
+
+    /// One round trip on the listening connection, then the generation.
+    async fn round_trip(&self, timeout: Duration) -> Option<u64> {
         let client = self
             .client
             .lock()
@@ -72,7 +88,17 @@ pub fn listen(
     cancel: CancellationToken,
 ) -> anyhow::Result<Arc<TableVersion>> {
     let config = settings.pg_config()?;
-    let version = Arc::new(TableVersion::default());
+    let (waiters, queued) = mpsc::unbounded_channel();
+    let version = Arc::new(TableVersion {
+        waiters: Some(waiters),
+        ..TableVersion::default()
+    });
+    tokio::spawn(sync_rounds(
+        Arc::clone(&version),
+        queued,
+        settings.timeout(),
+        cancel.clone(),
+    ));
     let shared = Arc::clone(&version);
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(100);
@@ -97,6 +123,29 @@ pub fn listen(
         shared.set_listening(false);
     });
     Ok(version)
+}
+
+/// Answers the callers of [`TableVersion::synced`]: takes everyone queued, makes one round
+/// trip (which therefore starts after each of them asked) and answers them all; whoever asks
+/// meanwhile waits for the next round.
+async fn sync_rounds(
+    version: Arc<TableVersion>,
+    mut queued: mpsc::UnboundedReceiver<SyncWaiter>,
+    timeout: Duration,
+    cancel: CancellationToken,
+) {
+    let mut round = Vec::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            taken = queued.recv_many(&mut round, usize::MAX) => if taken == 0 { break },
+        }
+        let generation = version.round_trip(timeout).await;
+        for waiter in round.drain(..) {
+            // A caller that gave up (timed out, or its request went away) is simply skipped.
+            let _ = waiter.send(generation);
+        }
+    }
 }
 
 /// One connection's life: LISTEN, then count notifications until the connection ends.

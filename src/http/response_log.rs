@@ -16,7 +16,10 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, Notify},
+    task::JoinHandle,
+};
 
 use crate::kafka::producer::TopicProducer;
 
@@ -50,6 +53,8 @@ pub struct ResponseLog {
     /// Bytes of the records in the queue: bounded by [`MAX_QUEUED_BYTES`] as well as by count,
     /// so large bodies cannot pile up gigabytes while Kafka lags.
     queued_bytes: Arc<AtomicUsize>,
+    /// Wakes the publisher before its linger is over once a full batch is waiting.
+    batch_full: Arc<Notify>,
 }
 
 /// One response-log record, `{"url", "request_method", "status", "data"[, "truncated"]}`, as
@@ -97,17 +102,20 @@ impl ResponseLog {
         let (queue_tx, queue_rx) = mpsc::channel(capacity);
         let stats = Arc::new(ResponseLogStats::default());
         let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let batch_full = Arc::new(Notify::new());
         let task = tokio::spawn(publish(
             producer,
             queue_rx,
             Arc::clone(&stats),
             Arc::clone(&queued_bytes),
+            Arc::clone(&batch_full),
         ));
         (
             Self {
                 queue_tx,
                 stats: Arc::clone(&stats),
                 queued_bytes,
+                batch_full,
             },
             stats,
             task,
@@ -122,7 +130,15 @@ impl ResponseLog {
             "queue over its byte limit"
         } else {
             match self.queue_tx.try_send(record) {
-                Ok(()) => return,
+                Ok(()) => {
+                    // The publisher is not woken per record, only when a full batch waits.
+                    let records = self.queue_tx.max_capacity() - self.queue_tx.capacity();
+                    let crossed = queued >= MAX_BATCH_BYTES && queued - size < MAX_BATCH_BYTES;
+                    if records == MAX_BATCH || crossed {
+                        self.batch_full.notify_one();
+                    }
+                    return;
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => "queue full",
                 Err(mpsc::error::TrySendError::Closed(_)) => "publisher stopped",
             }
@@ -300,25 +316,38 @@ impl Drop for Tee {
 }
 
 /// The publisher: drains the queue in batches until every sender is gone.
+///
+/// After a batch's first record it sleeps out the linger (or until a full batch is queued)
+/// and then takes what has arrived, instead of waking for every record: at tens of thousands
+/// of responses a second, a wake-up per record cost more than the rest of the log together.
 async fn publish(
     producer: Arc<TopicProducer>,
     mut queue_rx: mpsc::Receiver<Vec<u8>>,
     stats: Arc<ResponseLogStats>,
     queued_bytes: Arc<AtomicUsize>,
+    batch_full: Arc<Notify>,
 ) {
     let mut batch: Vec<Vec<u8>> = Vec::with_capacity(MAX_BATCH);
-    while queue_rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let lingered = tokio::time::Instant::now() + LINGER;
-        let mut sent_bytes: usize = batch.iter().map(Vec::len).sum();
+    while queue_rx.recv_many(&mut batch, 1).await > 0 {
+        let mut sent_bytes = batch[0].len();
+        // A backlog of a full batch or more (Kafka was slow) goes out at once.
+        let backlog = queue_rx.len() + 1 >= MAX_BATCH
+            || queued_bytes.load(Ordering::Acquire) >= MAX_BATCH_BYTES;
+        if !backlog {
+            tokio::select! {
+                _ = tokio::time::sleep(LINGER) => {}
+                _ = batch_full.notified() => {}
+            }
+        }
+        // Whatever has arrived meanwhile, up to a full batch; the rest goes in the next one.
         while batch.len() < MAX_BATCH && sent_bytes < MAX_BATCH_BYTES {
-            let room = MAX_BATCH - batch.len();
-            match tokio::time::timeout_at(lingered, queue_rx.recv_many(&mut batch, room)).await {
-                // The queue is closed (shutdown) or the linger is over: send what there is.
-                Ok(0) | Err(_) => break,
-                Ok(received) => {
-                    let new = &batch[batch.len() - received..];
-                    sent_bytes += new.iter().map(Vec::len).sum::<usize>();
+            match queue_rx.try_recv() {
+                Ok(record) => {
+                    sent_bytes += record.len();
+                    batch.push(record);
                 }
+                // Empty, or closed (shutdown): send what there is.
+                Err(_) => break,
             }
         }
         let count = batch.len() as u64;

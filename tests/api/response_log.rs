@@ -77,6 +77,37 @@ async fn every_api_response_is_published_with_url_method_status_and_body() {
 }
 
 #[tokio::test]
+async fn a_burst_of_several_full_batches_is_published_whole() {
+    // 2,600 responses from 16 connections: more than two of the publisher's 1,024-record
+    // batches pile up while one is sent, and every record still arrives exactly once.
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    let url = app.url("/api/some_models/");
+    let connections: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                for _ in 0..(2_600 / 16) + 1 {
+                    let response = client.get(&url).send().await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    response.bytes().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for connection in connections {
+        connection.await.unwrap();
+    }
+    let sent = 16 * ((2_600 / 16) + 1);
+    let records = logged(&app, sent).await;
+    assert_eq!(records.len(), sent, "one record per response, none twice");
+    assert!(records
+        .iter()
+        .all(|r| r["url"] == "/api/some_models/" && r["data"] == json!([])));
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_body_too_large_for_a_kafka_message_is_logged_as_truncated_without_data() {
     let app = spawn_app().await;
     // 6,000 rows of 200 characters: about 1.3 MB of JSON, over the 900 KiB limit.

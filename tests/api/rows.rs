@@ -277,3 +277,50 @@ async fn the_listing_follows_every_committed_change_whoever_makes_it() {
     }
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn concurrent_listings_each_see_every_commit_made_before_they_were_sent() {
+    // Listings arriving together share one round trip to PostgreSQL; one that arrives while a
+    // round trip is out must wait for the next, or it could miss a commit made just before it.
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    let url = app.url("/api/some_models/");
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Background listings keep round trips in flight all along.
+    let background: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    let response = client.get(&url).send().await.unwrap();
+                    assert!(response.status().is_success());
+                    response.bytes().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for id in 1..=25i64 {
+        app.db
+            .execute("INSERT INTO some_model VALUES ($1, 'n')", &[&id])
+            .await
+            .unwrap();
+        let listings = (0..8).map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let rows: Vec<Row> = client.get(url).send().await.unwrap().json().await.unwrap();
+                rows.len()
+            }
+        });
+        for seen in futures_util::future::join_all(listings).await {
+            assert_eq!(
+                seen, id as usize,
+                "a listing sent after row {id} was committed"
+            );
+        }
+    }
+    stop.cancel();
+    for task in background {
+        task.await.unwrap();
+    }
+    app.cleanup().await;
+}
