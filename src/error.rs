@@ -18,6 +18,9 @@ pub enum Error {
     /// Kafka answered with an error or the connection broke.
     #[error("kafka: {0}")]
     Kafka(#[from] rskafka::client::error::Error),
+    /// A produce request that carried several callers' records failed (each caller gets this).
+    #[error("kafka: {0}")]
+    KafkaShared(String),
     /// A call did not finish within its bound.
     #[error("{what} timed out after {after:?}")]
     Timeout {

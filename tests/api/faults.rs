@@ -108,6 +108,60 @@ async fn workers_recover_by_themselves_after_the_broker_is_cut_off_or_hangs() {
 }
 
 #[tokio::test]
+async fn write_to_kafka_answers_503_while_the_broker_is_cut_off_and_recovers_after() {
+    let broker = TestBroker::start().await;
+    let mut settings = fresh_settings();
+    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
+    settings.kafka.kafka_request_timeout_ms = 2_000;
+    let app = TestApp::start(settings).await;
+    app.insert_rows(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")])
+        .await;
+    let publish_all = || async {
+        let paths: Vec<String> = (1..=4)
+            .map(|id| format!("/api/some_models/{id}/write_to_kafka/"))
+            .collect();
+        let calls = paths.iter().map(|path| app.post(path));
+        let mut statuses = Vec::new();
+        for response in futures_util::future::join_all(calls).await {
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            statuses.push((status, body));
+        }
+        statuses
+    };
+    for (status, body) in publish_all().await {
+        assert_eq!(status, 200, "{body}");
+    }
+    for fault in [Fault::Cut, Fault::Hang] {
+        broker.proxy.set(fault);
+        let started = Instant::now();
+        // Calls made together while the broker is gone share the failure: each a JSON 503.
+        for (status, body) in publish_all().await {
+            assert_eq!(status, 503, "{fault:?}: {body}");
+            assert_eq!(body["error"], "unavailable", "{body}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{fault:?}: answered after {:?}",
+            started.elapsed()
+        );
+        broker.proxy.set(Fault::Pass);
+        eventually(
+            &format!("write_to_kafka to work again after {fault:?}"),
+            || async {
+                publish_all()
+                    .await
+                    .iter()
+                    .all(|(status, _)| *status == 200)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn workers_recover_by_themselves_after_postgresql_is_cut_off_or_hangs() {
     let postgres = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let mut settings = fresh_settings();

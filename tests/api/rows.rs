@@ -1,5 +1,6 @@
 //! Listing rows and publishing one row with `write_to_kafka`.
 
+use futures_util::StreamExt;
 use rowsync::{kafka::partitioner::partition_for_key, model::Row};
 use serde_json::{json, Value};
 
@@ -88,6 +89,48 @@ async fn write_to_kafka_publishes_the_row_keyed_by_its_id_on_the_java_clients_pa
             *partition,
             partition_for_key(key.as_bytes(), PARTITIONS),
             "record keyed {key} is on the murmur2 partition"
+        );
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn concurrent_write_to_kafka_calls_each_land_once_on_their_partition() {
+    // Calls made together share produce requests; each must still get its own record written
+    // exactly once, on its key's partition.
+    let app = spawn_app().await;
+    let rows: Vec<(i64, String)> = (1..=300).map(|id| (id, format!("row {id}"))).collect();
+    let borrowed: Vec<(i64, &str)> = rows.iter().map(|(id, n)| (*id, n.as_str())).collect();
+    app.insert_rows(&borrowed).await;
+    let calls = rows.iter().map(|(id, name)| {
+        let app = &app;
+        async move {
+            let response = app
+                .post(&format!("/api/some_models/{id}/write_to_kafka/"))
+                .await;
+            assert_eq!(response.status(), 200, "id {id}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body, json!({"id": id, "name": name}));
+        }
+    });
+    futures_util::stream::iter(calls)
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+
+    let published = app
+        .read_topic(&app.settings.topics.objects_to_kafka_topic)
+        .await;
+    assert_eq!(published.len(), rows.len(), "one record per call");
+    let mut seen = std::collections::HashSet::new();
+    for (partition, record) in &published {
+        let key = record.record.key.as_deref().expect("keyed");
+        let value: Value = serde_json::from_slice(record.record.value.as_deref().unwrap()).unwrap();
+        assert_eq!(value["id"].to_string().as_bytes(), key, "value matches key");
+        assert_eq!(*partition, partition_for_key(key, PARTITIONS));
+        assert!(
+            seen.insert(key.to_vec()),
+            "record keyed {key:?} written twice"
         );
     }
     app.cleanup().await;
