@@ -107,6 +107,8 @@ pub fn endpoint(state: Arc<AppState>, log: Option<ResponseLog>) -> impl Endpoint
             .around(limit_body)
             .catch_all_error(error::render),
     );
+    // One shared handle: a request clones one Arc, not the queue's sender and its counters.
+    let log = log.map(Arc::new);
     let logged = Arc::clone(&operations)
         .around(move |next, req| response_log::log_response(log.clone(), next, req));
     let metrics = Arc::clone(&state.metrics);

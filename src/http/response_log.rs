@@ -162,7 +162,7 @@ impl ResponseLog {
 /// client as it comes while at most [`MAX_DATA_BYTES`] of it are copied for the record, which is
 /// queued when the body ends; a larger one is logged with `data: null, truncated: true`.
 pub async fn log_response<E: Endpoint>(
-    log: Option<ResponseLog>,
+    log: Option<Arc<ResponseLog>>,
     next: E,
     req: Request,
 ) -> poem::Result<Response> {
@@ -171,7 +171,7 @@ pub async fn log_response<E: Endpoint>(
         return next.call(req).await.map(IntoResponse::into_response);
     };
     let url = req.original_uri().path().to_owned();
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let response = match next.call(req).await {
         Ok(response) => response.into_response(),
         Err(error) => error.into_response(),
@@ -220,9 +220,9 @@ enum Captured<'a> {
 
 /// A response whose record waits for its body.
 struct PendingRecord {
-    log: ResponseLog,
+    log: Arc<ResponseLog>,
     url: String,
-    method: String,
+    method: poem::http::Method,
     status: u16,
     is_json: bool,
 }
@@ -236,7 +236,7 @@ impl PendingRecord {
         };
         self.log.enqueue(encode_record(
             &self.url,
-            &self.method,
+            self.method.as_str(),
             self.status,
             data,
             truncated,
