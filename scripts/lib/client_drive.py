@@ -9,6 +9,7 @@ import importlib
 import json
 import os
 import sys
+import time
 
 import attrs
 
@@ -41,6 +42,7 @@ class Driver:
     def __init__(self, client_module, base_url, token):
         self.pkg = client_module
         self.models = importlib.import_module(f"{client_module}.models")
+        self.unset = importlib.import_module(f"{client_module}.types").Unset
         generated = importlib.import_module(client_module)
         options = {"base_url": base_url, "raise_on_unexpected_status": True, "timeout": 30.0}
         self.client = generated.AuthenticatedClient(token=token, **options)
@@ -107,6 +109,16 @@ class Driver:
         upcreate = self.call("workers", "get_worker", 200, m.WorkerStatus, "upcreate")
         assert (upcreate.name, upcreate.state) == ("upcreate", running), upcreate
         assert isinstance(upcreate.since, datetime.datetime), upcreate.since
+        # Once positioned, every partition is reported; the generated models must parse each
+        # (a field the spec types as a date-time must never arrive as null).
+        deadline = time.monotonic() + 10
+        while len(upcreate.partitions) < 3:
+            assert time.monotonic() < deadline, f"partitions not reported in 10 s: {upcreate}"
+            time.sleep(0.05)
+            upcreate = self.call("workers", "get_worker", 200, m.WorkerStatus, "upcreate")
+        for partition in upcreate.partitions:
+            assert isinstance(partition.next_offset, int), partition
+            assert isinstance(partition.last_error_at, self.unset), partition
         unknown = self.call("workers", "get_worker", 404, m.ErrorBody, "no_such_worker")
         assert unknown.error == "not_found", unknown
         busy = self.call(

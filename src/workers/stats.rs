@@ -37,8 +37,10 @@ pub struct WorkerStatus {
     pub partitions: Vec<PartitionStatus>,
 }
 
-/// What a worker knows about one partition of its topic.
+/// What a worker knows about one partition of its topic. Fields not known yet (and the error
+/// fields while nothing has failed) are left out, never `null`.
 #[derive(Debug, Clone, Default, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct PartitionStatus {
     /// The partition.
     pub partition: i32,
