@@ -55,10 +55,6 @@ pub async fn startup(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         rowsync.stop().await?;
     }
     fixture.cleanup().await;
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     Ok(vec![
         Figure::new(
             "process",
@@ -66,18 +62,18 @@ pub async fn startup(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
                 "start → /health/ready 200, migrations applied (median of {})",
                 sizes.startups
             ),
-            median(&mut ready),
+            median_f64(&mut ready),
             "ms",
         )
         .baseline(
             "`rowsync migrate` with nothing to apply",
-            median(&mut migrate),
+            median_f64(&mut migrate),
         )
         .target(Target::AtMost(200.0)),
         Figure::new(
             "process",
             "idle resident memory, 1 s after ready",
-            median(&mut idle),
+            median_f64(&mut idle),
             "MB",
         )
         .target(Target::AtMost(20.0)),
@@ -488,19 +484,16 @@ pub async fn response_log(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
                 .metric_sum("rowsync_http_requests_total{operation=\"list_some_models\"")
                 .await?;
             let (cpu, broker_cpu) = if enabled == "true" {
-                (&mut cpu_on, &mut broker_on)
-            } else {
-                (&mut cpu_off, &mut broker_off)
-            };
-            if enabled == "true" {
                 // Every request (warm-up included) is published once the queue drains.
                 let (p, d) = response_log_totals(&rowsync, "list_some_models").await?;
                 published += p;
                 dropped += d;
                 on.push(result);
+                (&mut cpu_on, &mut broker_on)
             } else {
                 off.push(result);
-            }
+                (&mut cpu_off, &mut broker_off)
+            };
             cpu.push(1e6 * (rowsync.cpu_seconds()? - cpu_before) / requests);
             if let (Some(pid), Some(before)) = (broker, broker_before) {
                 broker_cpu.push(1e6 * (fixture::cpu_seconds(pid)? - before) / requests);
@@ -514,8 +507,7 @@ pub async fn response_log(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         .zip(&off)
         .map(|(on, off)| 100.0 * (1.0 - on.rps() / off.rps()))
         .collect();
-    costs.sort_by(f64::total_cmp);
-    let cost = costs[costs.len() / 2];
+    let cost = median_f64(&mut costs);
     let rps = |v: &[LoadResult]| v.iter().map(LoadResult::rps).sum::<f64>() / v.len() as f64;
     let mut figures = vec![
         Figure::new(
@@ -546,10 +538,10 @@ pub async fn response_log(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         Figure::new(
             "response log",
             "rowsync CPU per request, log on (median of the runs)",
-            median_f64(cpu_on),
+            median_f64(&mut cpu_on),
             "µs",
         )
-        .baseline("log off", median_f64(cpu_off)),
+        .baseline("log off", median_f64(&mut cpu_off)),
         Figure::new("response log", "records dropped", dropped, "records")
             .baseline("records published", published)
             .target(Target::AtMost(0.0)),
@@ -560,17 +552,17 @@ pub async fn response_log(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
             Figure::new(
                 "response log",
                 "local broker (tansu) CPU per request, log on",
-                median_f64(broker_on),
+                median_f64(&mut broker_on),
                 "µs",
             )
-            .baseline("log off", median_f64(broker_off)),
+            .baseline("log off", median_f64(&mut broker_off)),
         );
     }
     Ok(figures)
 }
 
-/// The median of some numbers (NaN when there are none).
-fn median_f64(mut values: Vec<f64>) -> f64 {
+/// The median of some numbers, which it sorts (NaN when there are none).
+fn median_f64(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }

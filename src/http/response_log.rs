@@ -328,8 +328,9 @@ async fn publish(
     batch_full: Arc<Notify>,
 ) {
     let mut batch: Vec<Vec<u8>> = Vec::with_capacity(MAX_BATCH);
-    while queue_rx.recv_many(&mut batch, 1).await > 0 {
-        let mut sent_bytes = batch[0].len();
+    while let Some(first) = queue_rx.recv().await {
+        let mut sent_bytes = first.len();
+        batch.push(first);
         // A backlog of a full batch or more (Kafka was slow) goes out at once.
         let backlog = queue_rx.len() + 1 >= MAX_BATCH
             || queued_bytes.load(Ordering::Acquire) >= MAX_BATCH_BYTES;

@@ -12,6 +12,15 @@ use crate::{
     test_broker::TestBroker,
 };
 
+/// An app whose broker is reached through `broker`'s fault proxy, with Kafka calls bounded at
+/// 2 s so faults show quickly.
+async fn app_through(broker: &TestBroker) -> TestApp {
+    let mut settings = fresh_settings();
+    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
+    settings.kafka.kafka_request_timeout_ms = 2_000;
+    TestApp::start(settings).await
+}
+
 /// `count` updates of ids `0..count`, all named `name`.
 fn updates(count: i64, name: &str) -> Vec<String> {
     (0..count).map(|id| update(id, name)).collect()
@@ -66,10 +75,7 @@ async fn assert_not_ready_quickly(app: &TestApp, failing: &str) {
 #[tokio::test]
 async fn workers_recover_by_themselves_after_the_broker_is_cut_off_or_hangs() {
     let broker = TestBroker::start().await;
-    let mut settings = fresh_settings();
-    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
-    settings.kafka.kafka_request_timeout_ms = 2_000;
-    let app = TestApp::start(settings).await;
+    let app = app_through(&broker).await;
     let topic = app.settings.topics.updates_topic.clone();
     produce_all(&app, &topic, &updates(300, "first")).await;
     app.start_upcreate().await;
@@ -110,10 +116,7 @@ async fn workers_recover_by_themselves_after_the_broker_is_cut_off_or_hangs() {
 #[tokio::test]
 async fn write_to_kafka_answers_503_while_the_broker_is_cut_off_and_recovers_after() {
     let broker = TestBroker::start().await;
-    let mut settings = fresh_settings();
-    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
-    settings.kafka.kafka_request_timeout_ms = 2_000;
-    let app = TestApp::start(settings).await;
+    let app = app_through(&broker).await;
     app.insert_rows(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")])
         .await;
     let publish_all = || async {
@@ -193,10 +196,7 @@ async fn workers_recover_by_themselves_after_postgresql_is_cut_off_or_hangs() {
 #[tokio::test]
 async fn a_broker_restarted_without_its_topics_is_noticed_and_new_records_are_all_applied() {
     let mut broker = TestBroker::start().await;
-    let mut settings = fresh_settings();
-    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
-    settings.kafka.kafka_request_timeout_ms = 2_000;
-    let app = TestApp::start(settings).await;
+    let app = app_through(&broker).await;
     let topic = app.settings.topics.updates_topic.clone();
     let before: Vec<String> = (0..5).map(|id| update(id, "before")).collect();
     app.produce(
@@ -244,10 +244,7 @@ async fn a_broker_restarted_without_its_topics_is_noticed_and_new_records_are_al
 #[tokio::test]
 async fn a_worker_resuming_on_a_recreated_topic_that_is_still_empty_applies_all_its_new_records() {
     let mut broker = TestBroker::start().await;
-    let mut settings = fresh_settings();
-    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
-    settings.kafka.kafka_request_timeout_ms = 2_000;
-    let app = TestApp::start(settings).await;
+    let app = app_through(&broker).await;
     let topic = app.settings.topics.updates_topic.clone();
     let before: Vec<String> = (0..5).map(|id| update(id, "before")).collect();
     app.produce(
