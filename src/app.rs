@@ -145,6 +145,10 @@ impl Application {
             acceptor,
             port,
             state: Arc::new(AppState {
+                row_reads: db::row_reads::RowReads::spawn(
+                    pool.clone(),
+                    settings.database.timeout(),
+                ),
                 pool,
                 registry,
                 kafka,

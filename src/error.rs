@@ -15,6 +15,9 @@ pub enum Error {
     /// No pooled PostgreSQL connection could be had.
     #[error("postgres pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// A query that answered several callers' reads failed (each caller gets this).
+    #[error("postgres: {0}")]
+    PostgresShared(String),
     /// Kafka answered with an error or the connection broke.
     #[error("kafka: {0}")]
     Kafka(#[from] rskafka::client::error::Error),

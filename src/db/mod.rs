@@ -3,6 +3,7 @@
 
 pub mod changes;
 pub mod offsets;
+pub mod row_reads;
 pub mod rows;
 pub mod workers;
 

@@ -55,15 +55,19 @@ pub async fn stream(
     }))
 }
 
-/// The row with this id, if any.
-pub async fn get(client: &impl GenericClient, id: i64) -> Result<Option<Row>> {
+/// The rows with these ids, in no particular order; ids without a row are left out.
+pub async fn get_many(client: &impl GenericClient, ids: &[i64]) -> Result<Vec<Row>> {
     let statement = client
-        .prepare_cached("SELECT id, name FROM some_model WHERE id = $1")
+        .prepare_cached("SELECT id, name FROM some_model WHERE id = ANY($1)")
         .await?;
-    Ok(client.query_opt(&statement, &[&id]).await?.map(|r| Row {
-        id: r.get(0),
-        name: r.get(1),
-    }))
+    let rows = client.query(&statement, &[&ids]).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Row {
+            id: r.get(0),
+            name: r.get(1),
+        })
+        .collect())
 }
 
 /// Inserts or renames every row in one statement.

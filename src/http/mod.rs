@@ -22,6 +22,7 @@ use poem::{
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::{
+    db::row_reads::RowReads,
     kafka::{producer::TopicProducer, Kafka},
     metrics::{self, Metrics},
     workers::WorkerRegistry,
@@ -34,6 +35,8 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// What the handlers share.
 pub struct AppState {
     pub pool: Pool,
+    /// Single-row reads; reads asked for together share one query.
+    pub row_reads: RowReads,
     pub registry: Arc<WorkerRegistry>,
     /// For readiness checks.
     pub kafka: Kafka,

@@ -219,12 +219,9 @@ impl SomeModelsApi {
         id: Path<i64>,
     ) -> Result<PublishedRowResponse, ApiError> {
         state.guard.check(&auth, Access::Write)?;
-        let row = bounded("reading a row", state.db_timeout, async {
-            let client = state.pool.get().await?;
-            rows::get(&client, id.0).await
-        })
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no row with id {}", id.0)))?;
+        let row = bounded("reading a row", state.db_timeout, state.row_reads.get(id.0))
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no row with id {}", id.0)))?;
         state
             .objects
             .send_keyed(row.id.to_string().into_bytes(), codec::encode_row(&row))

@@ -165,6 +165,61 @@ async fn write_to_kafka_answers_503_while_the_broker_is_cut_off_and_recovers_aft
 }
 
 #[tokio::test]
+async fn write_to_kafka_answers_503_while_postgresql_is_cut_off_and_recovers_after() {
+    // Calls made together share one query for their rows; when it fails, each gets a JSON 503.
+    let postgres = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut settings = fresh_settings();
+    let through_proxy = database_url().replace("127.0.0.1:5432", &postgres.addr.to_string());
+    settings.database.database_url = Some(SecretString::from(through_proxy));
+    settings.database.db_timeout_ms = 2_000;
+    let app = TestApp::start(settings).await;
+    app.insert_rows(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")])
+        .await;
+    let publish_all = || async {
+        let paths: Vec<String> = (1..=4)
+            .map(|id| format!("/api/some_models/{id}/write_to_kafka/"))
+            .collect();
+        let calls = paths.iter().map(|path| app.post(path));
+        let mut statuses = Vec::new();
+        for response in futures_util::future::join_all(calls).await {
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            statuses.push((status, body));
+        }
+        statuses
+    };
+    for (status, body) in publish_all().await {
+        assert_eq!(status, 200, "{body}");
+    }
+    for fault in [Fault::Cut, Fault::Hang] {
+        postgres.set(fault);
+        let started = Instant::now();
+        for (status, body) in publish_all().await {
+            assert_eq!(status, 503, "{fault:?}: {body}");
+            assert_eq!(body["error"], "unavailable", "{body}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{fault:?}: answered after {:?}",
+            started.elapsed()
+        );
+        postgres.set(Fault::Pass);
+        eventually(
+            &format!("write_to_kafka to work again after {fault:?}"),
+            || async {
+                publish_all()
+                    .await
+                    .iter()
+                    .all(|(status, _)| *status == 200)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn workers_recover_by_themselves_after_postgresql_is_cut_off_or_hangs() {
     let postgres = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let mut settings = fresh_settings();

@@ -137,6 +137,60 @@ async fn concurrent_write_to_kafka_calls_each_land_once_on_their_partition() {
 }
 
 #[tokio::test]
+async fn write_to_kafka_calls_made_together_each_read_their_own_row_as_last_committed() {
+    // Calls made together share one query for their rows: each must still get its own row (or
+    // its own 404), whatever else was asked for in the same query, and see every rename
+    // committed before it was sent.
+    let app = spawn_app().await;
+    let rows: Vec<(i64, String)> = (1..=50).map(|id| (id, format!("row {id}"))).collect();
+    let borrowed: Vec<(i64, &str)> = rows.iter().map(|(id, n)| (*id, n.as_str())).collect();
+    app.insert_rows(&borrowed).await;
+    // Every row twice, and as many missing ids, in one burst.
+    let ids: Vec<i64> = (1..=50).chain(1..=50).chain(1001..=1050).collect();
+    let calls = ids.iter().map(|&id| {
+        let app = &app;
+        async move {
+            let response = app
+                .post(&format!("/api/some_models/{id}/write_to_kafka/"))
+                .await;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            if id <= 50 {
+                assert_eq!(status, 200, "id {id}: {body}");
+                assert_eq!(body, json!({"id": id, "name": format!("row {id}")}));
+            } else {
+                assert_eq!(status, 404, "id {id}: {body}");
+                assert!(body["message"].as_str().unwrap().contains(&id.to_string()));
+            }
+        }
+    });
+    futures_util::stream::iter(calls)
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+
+    // Renames committed one after another, each followed by a burst for that row.
+    for version in 0..20 {
+        let name = format!("version {version}");
+        app.db
+            .execute("UPDATE some_model SET name = $1 WHERE id = 7", &[&name])
+            .await
+            .unwrap();
+        let calls = (0..16).map(|_| app.post("/api/some_models/7/write_to_kafka/"));
+        for response in futures_util::future::join_all(calls).await {
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(
+                body,
+                json!({"id": 7, "name": name}),
+                "after rename {version}"
+            );
+        }
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn write_to_kafka_of_a_missing_row_is_a_json_404_and_publishes_nothing() {
     let app = spawn_app().await;
     let response = app.post("/api/some_models/77/write_to_kafka/").await;

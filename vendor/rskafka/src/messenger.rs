@@ -34,7 +34,7 @@ use crate::{
         api_key::ApiKey,
         api_version::ApiVersion,
         error::Error as ApiError,
-        frame::{AsyncMessageRead, AsyncMessageWrite},
+        frame::{AsyncMessageRead, WriteError as FrameWriteError},
         messages::{
             ReadVersionedError, ReadVersionedType, RequestBody, RequestHeader, ResponseHeader,
             SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
@@ -48,6 +48,9 @@ use crate::{
     client::SaslConfig,
     protocol::{api_version::ApiVersionRange, primitives::CompactString},
 };
+
+/// rowsync patch: bytes of a frame's length prefix, reserved at the start of a request's buffer.
+const FRAME_LENGTH_PREFIX: usize = 4;
 
 #[derive(Debug)]
 struct Response {
@@ -366,7 +369,9 @@ where
             ApiVersion(Int16(1))
         };
 
-        let mut buf = Vec::new();
+        // rowsync patch: the request is written after a 4-byte placeholder for the frame's length
+        // prefix, filled in by `send_message`, so the frame is never copied whole to prepend it.
+        let mut buf = vec![0; FRAME_LENGTH_PREFIX];
         header
             .write_versioned(&mut buf, header_version)
             .expect("Writing header to buffer should always work");
@@ -426,12 +431,22 @@ where
         }
     }
 
-    async fn send_message_inner(&self, msg: Vec<u8>) -> Result<(), RequestError> {
+    /// `msg` is a whole frame whose first [`FRAME_LENGTH_PREFIX`] bytes are a placeholder for
+    /// its length prefix (rowsync patch).
+    async fn send_message_inner(&self, mut msg: Vec<u8>) -> Result<(), RequestError> {
+        let len = msg.len() - FRAME_LENGTH_PREFIX;
+        let len = i32::try_from(len).map_err(|_| FrameWriteError::TooLarge { size: len })?;
+        msg[..FRAME_LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
+
         let mut stream_write = Arc::clone(&self.stream_write).lock_owned().await;
 
         // use a wrapper so that cancelation doesn't cancel the send operation and leaves half-send messages on the wire
         let fut = CancellationSafeFuture::new(async move {
-            stream_write.write_message(&msg).await?;
+            // One write for the whole frame: never let Nagle's algorithm hold part of it back.
+            stream_write
+                .write_all(&msg)
+                .await
+                .map_err(FrameWriteError::IO)?;
             stream_write.flush().await?;
             Ok(())
         });
@@ -763,6 +778,7 @@ mod tests {
         build_info::DEFAULT_CLIENT_ID,
         protocol::{
             error::Error as ApiError,
+            frame::AsyncMessageWrite,
             messages::{
                 ApiVersionsResponse, ApiVersionsResponseApiKey, ListOffsetsRequest, NORMAL_CONSUMER,
             },

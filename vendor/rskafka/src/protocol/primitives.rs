@@ -841,7 +841,13 @@ where
 {
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
         // TODO: it would be nice if we could avoid the copy here by writing the records and then seeking back.
-        let mut buf = vec![];
+        // rowsync patch: sized up front, so that large batches are not copied on every doubling.
+        let mut buf = Vec::with_capacity(
+            self.0
+                .iter()
+                .map(RecordBatch::encoded_len_hint_whole)
+                .sum(),
+        );
         for record in &self.0 {
             record.write(&mut buf)?;
         }

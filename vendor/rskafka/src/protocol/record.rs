@@ -21,6 +21,8 @@
 //! [KIP-98]: https://cwiki.apache.org/confluence/display/KAFKA/KIP-98+-+Exactly+Once+Delivery+and+Transactional+Messaging
 use std::io::{Cursor, Read, Write};
 
+use integer_encoding::VarInt;
+
 #[cfg(test)]
 use proptest::prelude::*;
 
@@ -165,34 +167,71 @@ where
     }
 }
 
+impl Record {
+    /// rowsync patch: the encoded size of this record without its length prefix, computed so
+    /// that [`WriteType::write`] can write the record straight to the batch instead of into a
+    /// buffer of its own first (one allocation and one copy of key and value fewer per record).
+    fn encoded_len(&self) -> Result<usize, WriteError> {
+        fn field_len(field: Option<&[u8]>) -> Result<usize, WriteError> {
+            Ok(match field {
+                Some(bytes) => {
+                    let l = i32::try_from(bytes.len())
+                        .map_err(|e| WriteError::Malformed(Box::new(e)))?;
+                    l.required_space() + bytes.len()
+                }
+                None => (-1i32).required_space(),
+            })
+        }
+        let headers =
+            i32::try_from(self.headers.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?;
+        let mut len = 1 // attributes
+            + self.timestamp_delta.required_space()
+            + self.offset_delta.required_space()
+            + field_len(self.key.as_deref())?
+            + field_len(self.value.as_deref())?
+            + headers.required_space();
+        for header in &self.headers {
+            len += field_len(Some(header.key.as_bytes()))? + field_len(Some(&header.value))?;
+        }
+        Ok(len)
+    }
+
+    /// rowsync patch: the encoded size of this record with its length prefix.
+    fn encoded_len_prefixed(&self) -> Result<usize, WriteError> {
+        let len = self.encoded_len()?;
+        let l = i32::try_from(len).map_err(|e| WriteError::Malformed(Box::new(e)))?;
+        Ok(l.required_space() + len)
+    }
+}
+
 impl<W> WriteType<W> for Record
 where
     W: Write,
 {
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
-        // ============================================================================================
-        // ======================================== inner data ========================================
-        // write data to buffer because we need to prepend the length
-        let mut data = vec![];
+        // rowsync patch: the length prefix is computed up front (see `encoded_len`).
+        let l = i32::try_from(self.encoded_len()?)
+            .map_err(|e| WriteError::Malformed(Box::new(e)))?;
+        Varint(l).write(writer)?;
 
         // attributes
-        Int8(0).write(&mut data)?;
+        Int8(0).write(writer)?;
 
         // timestampDelta
-        Varlong(self.timestamp_delta).write(&mut data)?;
+        Varlong(self.timestamp_delta).write(writer)?;
 
         // offsetDelta
-        Varint(self.offset_delta).write(&mut data)?;
+        Varint(self.offset_delta).write(writer)?;
 
         // key
         match &self.key {
             Some(key) => {
                 let l = i32::try_from(key.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?;
-                Varint(l).write(&mut data)?;
-                data.write_all(key)?;
+                Varint(l).write(writer)?;
+                writer.write_all(key)?;
             }
             None => {
-                Varint(-1).write(&mut data)?;
+                Varint(-1).write(writer)?;
             }
         }
 
@@ -201,11 +240,11 @@ where
             Some(value) => {
                 let l =
                     i32::try_from(value.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?;
-                Varint(l).write(&mut data)?;
-                data.write_all(value)?;
+                Varint(l).write(writer)?;
+                writer.write_all(value)?;
             }
             None => {
-                Varint(-1).write(&mut data)?;
+                Varint(-1).write(writer)?;
             }
         }
 
@@ -213,18 +252,10 @@ where
         // Note: This is NOT a normal array but uses a Varint instead.
         let l =
             i32::try_from(self.headers.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?;
-        Varint(l).write(&mut data)?;
-        for header in &self.headers {
-            header.write(&mut data)?;
-        }
-
-        // ============================================================================================
-        // ============================================================================================
-
-        // now write accumulated data
-        let l = i32::try_from(data.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?;
         Varint(l).write(writer)?;
-        writer.write_all(&data)?;
+        for header in &self.headers {
+            header.write(writer)?;
+        }
 
         Ok(())
     }
@@ -427,6 +458,39 @@ where
     }
 }
 
+/// rowsync patch: the encoded size of these records, uncompressed (0 for a control batch,
+/// which is a few bytes); a capacity to reserve, not a length to rely on.
+fn records_len_hint(records: &ControlBatchOrRecords) -> usize {
+    match records {
+        ControlBatchOrRecords::ControlBatch(_) => 0,
+        ControlBatchOrRecords::Records(records) => records
+            .iter()
+            .map(|r| r.encoded_len_prefixed().unwrap_or(0))
+            .sum(),
+    }
+}
+
+impl RecordBatch {
+    /// rowsync patch: the encoded size of this batch's CRC-checked part if uncompressed, only
+    /// its fixed fields if compressed (whose size is not known before compressing); a capacity
+    /// to reserve, not a length.
+    fn encoded_len_hint(&self) -> usize {
+        // attributes, lastOffsetDelta, firstTimestamp, maxTimestamp, producerId, producerEpoch,
+        // baseSequence, record count
+        const FIXED: usize = 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4;
+        match self.compression {
+            RecordBatchCompression::NoCompression => FIXED + records_len_hint(&self.records),
+            _ => FIXED,
+        }
+    }
+
+    /// rowsync patch: the encoded size of this batch as [`Self::encoded_len_hint`] gives it,
+    /// with baseOffset, batchLength, partitionLeaderEpoch, magic and crc.
+    pub(crate) fn encoded_len_hint_whole(&self) -> usize {
+        8 + 4 + 4 + 1 + 4 + self.encoded_len_hint()
+    }
+}
+
 impl<W> WriteType<W> for RecordBatch
 where
     W: Write,
@@ -435,7 +499,8 @@ where
         // ==========================================================================================
         // ======================================== CRC data ========================================
         // collect everything that should be part of the CRC calculation
-        let mut data = vec![];
+        // rowsync patch: sized up front, so that a large batch is not copied on every doubling.
+        let mut data = Vec::with_capacity(self.encoded_len_hint());
         let body_ref = RecordBatchBodyRef {
             last_offset_delta: self.last_offset_delta,
             first_timestamp: self.first_timestamp,
@@ -851,7 +916,8 @@ where
             RecordBatchCompression::Snappy => {
                 use snap::raw::{Encoder, max_compress_len};
 
-                let mut input = vec![];
+                // rowsync patch: sized up front (see `RecordBatch::encoded_len_hint`).
+                let mut input = Vec::with_capacity(records_len_hint(self.records));
                 Self::write_records(&mut input, self.records)?;
 
                 let mut encoder = Encoder::new();

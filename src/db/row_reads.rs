@@ -1,0 +1,84 @@
+//! Reads of single rows by id, as `write_to_kafka` makes them: reads asked for together share
+//! one query (`WHERE id = ANY($1)`), so a burst of calls costs PostgreSQL one statement and the
+//! pool one connection instead of one each (group commit, for reads).
+//!
+//! Each read is as fresh as a query of its own: the shared query starts after every read it
+//! answers was asked for, so it sees every change committed before that.
+
+use std::{collections::HashMap, time::Duration};
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::rows;
+use crate::{
+    error::{bounded, Error, Result},
+    model::Row,
+};
+
+/// Most reads answered by one query.
+const MAX_READS: usize = 1024;
+
+/// A read waiting for the next shared query.
+struct Waiting {
+    id: i64,
+    answer: oneshot::Sender<Result<Option<Row>>>,
+}
+
+/// The handle of the task running the shared queries; it ends once every handle is dropped.
+pub struct RowReads {
+    queue: mpsc::UnboundedSender<Waiting>,
+}
+
+impl RowReads {
+    /// Starts the task; each shared query gets `timeout` for a connection and its answer.
+    pub fn spawn(pool: Pool, timeout: Duration) -> Self {
+        let (queue, queued) = mpsc::unbounded_channel();
+        tokio::spawn(read_rounds(pool, queued, timeout));
+        Self { queue }
+    }
+
+    /// The row with this id, if any. Callers bound the wait themselves.
+    pub async fn get(&self, id: i64) -> Result<Option<Row>> {
+        let (answer, answered) = oneshot::channel();
+        self.queue
+            .send(Waiting { id, answer })
+            .map_err(|_| Error::PostgresShared("the row reader stopped".into()))?;
+        answered
+            .await
+            .map_err(|_| Error::PostgresShared("the row reader stopped".into()))?
+    }
+}
+
+/// Takes every read queued, answers them all with one query, and goes again; reads asked for
+/// meanwhile wait for the next query. A lone read is queried at once.
+async fn read_rounds(pool: Pool, mut queue: mpsc::UnboundedReceiver<Waiting>, timeout: Duration) {
+    let mut round = Vec::new();
+    while queue.recv_many(&mut round, MAX_READS).await > 0 {
+        let mut ids: Vec<i64> = round.iter().map(|w| w.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let read = bounded("reading rows", timeout, async {
+            let client = pool.get().await?;
+            rows::get_many(&client, &ids).await
+        })
+        .await;
+        match read {
+            Ok(found) => {
+                let found: HashMap<i64, Row> = found.into_iter().map(|r| (r.id, r)).collect();
+                for Waiting { id, answer } in round.drain(..) {
+                    // A caller that gave up is skipped.
+                    let _ = answer.send(Ok(found.get(&id).cloned()));
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for waiting in round.drain(..) {
+                    let _ = waiting
+                        .answer
+                        .send(Err(Error::PostgresShared(message.clone())));
+                }
+            }
+        }
+    }
+}
