@@ -443,93 +443,115 @@ pub async fn write_to_kafka(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
 
 /// The response log's cost on a small GET, and that it drops nothing at that load.
 ///
-/// Measured in pairs, one run with the log on and one with it off, back to back and in
-/// alternating order (on first, then off first), each pair giving a cost; the median pair
-/// counts. On a shared two-core machine throughput drifts by more than the effect measured, so
-/// only runs close in time are compared.
+/// Two processes serve side by side, one with the log on and one with it off, and the load
+/// alternates between them in slices of `log_slice`, in alternating order. Slices next to each
+/// other see the same machine, so the drift and the neighbours' bursts of a shared two-core
+/// machine fall on both sides alike instead of on one side's runs. Each pair of slices gives a
+/// cost; the median pair counts. The log-on side publishes its last batch of a slice (at most
+/// one 20 ms linger of records) during the next slice: with 1 s slices that is ~2 % of the
+/// log's own work counted against the other side, a bias of ~0.1 % of requests/s.
 pub async fn response_log(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
     let fixture = Fixture::new("restlog").await?;
     fixture.migrate().await?;
     fill(&fixture, 10).await?;
     let small = get("/api/some_models/");
-    let mut on: Vec<LoadResult> = Vec::new();
-    let mut off: Vec<LoadResult> = Vec::new();
-    let (mut published, mut dropped) = (0.0, 0.0);
-    // CPU per request (µs) of rowsync and of a local tansu broker, with the log on and off.
+    let on = fixture.rowsync(&[("REST_LOG_ENABLED", "true")]).await?;
+    let off = fixture.rowsync(&[("REST_LOG_ENABLED", "false")]).await?;
+    let requests_metric = "rowsync_http_requests_total{operation=\"list_some_models\"";
+    for side in [&on, &off] {
+        let warm = load::run(
+            side.addr,
+            8,
+            sizes.warmup,
+            sizes.log_slice,
+            Arc::clone(&small),
+            200,
+        )
+        .await?;
+        ensure!(warm.errors == 0, "response log: {} errors", warm.errors);
+    }
+    // CPU per request (µs) of each process, and of a local tansu broker per logged request.
     let broker = fixture::local_broker_pid();
-    let (mut cpu_on, mut cpu_off) = (Vec::new(), Vec::new());
-    let (mut broker_on, mut broker_off) = (Vec::new(), Vec::new());
-    for round in 0..sizes.log_rounds {
-        let order = if round % 2 == 0 {
-            ["true", "false"]
+    let cpu_before = [on.cpu_seconds()?, off.cpu_seconds()?];
+    let broker_before = broker.map(fixture::cpu_seconds).transpose()?;
+    let requests_before = [
+        on.metric_sum(requests_metric).await?,
+        off.metric_sum(requests_metric).await?,
+    ];
+    let (mut on_slices, mut off_slices): (Vec<LoadResult>, Vec<LoadResult>) = (vec![], vec![]);
+    for pair in 0..sizes.log_pairs {
+        let order = if pair % 2 == 0 {
+            [true, false]
         } else {
-            ["false", "true"]
+            [false, true]
         };
-        for enabled in order {
-            let rowsync = fixture.rowsync(&[("REST_LOG_ENABLED", enabled)]).await?;
-            let cpu_before = rowsync.cpu_seconds()?;
-            let broker_before = broker.map(fixture::cpu_seconds).transpose()?;
-            let result = load::run(
-                rowsync.addr,
+        for log_on in order {
+            let side = if log_on { &on } else { &off };
+            let slice = load::run(
+                side.addr,
                 8,
-                sizes.warmup,
-                sizes.log_load,
+                LOG_SLICE_WARMUP,
+                sizes.log_slice,
                 Arc::clone(&small),
                 200,
             )
             .await?;
-            ensure!(result.errors == 0, "response log: {} errors", result.errors);
-            // Warm-up requests included, as is the publishing that follows them.
-            let requests = rowsync
-                .metric_sum("rowsync_http_requests_total{operation=\"list_some_models\"")
-                .await?;
-            let (cpu, broker_cpu) = if enabled == "true" {
-                // Every request (warm-up included) is published once the queue drains.
-                let (p, d) = response_log_totals(&rowsync, "list_some_models").await?;
-                published += p;
-                dropped += d;
-                on.push(result);
-                (&mut cpu_on, &mut broker_on)
+            ensure!(slice.errors == 0, "response log: {} errors", slice.errors);
+            if log_on {
+                on_slices.push(slice);
             } else {
-                off.push(result);
-                (&mut cpu_off, &mut broker_off)
-            };
-            cpu.push(1e6 * (rowsync.cpu_seconds()? - cpu_before) / requests);
-            if let (Some(pid), Some(before)) = (broker, broker_before) {
-                broker_cpu.push(1e6 * (fixture::cpu_seconds(pid)? - before) / requests);
+                off_slices.push(slice);
             }
-            rowsync.stop().await?;
         }
     }
+    let cpu_after = [on.cpu_seconds()?, off.cpu_seconds()?];
+    let broker_after = broker.map(fixture::cpu_seconds).transpose()?;
+    let requests = [
+        on.metric_sum(requests_metric).await? - requests_before[0],
+        off.metric_sum(requests_metric).await? - requests_before[1],
+    ];
+    // Every request of the log-on side (warm-up included) is published once the queue drains.
+    let (published, dropped) = response_log_totals(&on, "list_some_models").await?;
+    on.stop().await?;
+    off.stop().await?;
     fixture.cleanup().await;
-    let mut costs: Vec<f64> = on
+
+    let cpu_per_request = |i: usize| 1e6 * (cpu_after[i] - cpu_before[i]) / requests[i];
+    let mut costs: Vec<f64> = on_slices
         .iter()
-        .zip(&off)
+        .zip(&off_slices)
         .map(|(on, off)| 100.0 * (1.0 - on.rps() / off.rps()))
         .collect();
     let cost = median_f64(&mut costs);
+    let quartile = |q: f64| costs[((costs.len() - 1) as f64 * q).round() as usize];
+    let spread = format!(
+        "pairs: min {:.1}, quartiles {:.1} / {:.1}, max {:.1}",
+        costs[0],
+        quartile(0.25),
+        quartile(0.75),
+        costs[costs.len() - 1]
+    );
     let rps = |v: &[LoadResult]| v.iter().map(LoadResult::rps).sum::<f64>() / v.len() as f64;
     let mut figures = vec![
         Figure::new(
             "response log",
             format!(
-                "GET of 10 rows, 8 connections, log on: requests/s (mean of {} runs)",
-                on.len()
+                "GET of 10 rows, 8 connections, log on: requests/s (mean of {} slices of {:?})",
+                on_slices.len(),
+                sizes.log_slice
             ),
-            rps(&on),
+            rps(&on_slices),
             "req/s",
         )
-        .baseline("REST_LOG_ENABLED=false, runs paired with those", rps(&off)),
+        .baseline(
+            "REST_LOG_ENABLED=false, the slices between",
+            rps(&off_slices),
+        ),
         Figure::new(
             "response log",
             format!(
-                "cost (1 − on/off), median of {} pairs (all: {})",
-                costs.len(),
-                costs
-                    .iter()
-                    .map(|c| format!("{c:.1}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "cost (1 − on/off), median of {} slice pairs ({spread})",
+                costs.len()
             ),
             cost,
             "%",
@@ -537,29 +559,30 @@ pub async fn response_log(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         .target(Target::AtMost(5.0)),
         Figure::new(
             "response log",
-            "rowsync CPU per request, log on (median of the runs)",
-            median_f64(&mut cpu_on),
+            "rowsync CPU per request, log on",
+            cpu_per_request(0),
             "µs",
         )
-        .baseline("log off", median_f64(&mut cpu_off)),
+        .baseline("log off", cpu_per_request(1)),
         Figure::new("response log", "records dropped", dropped, "records")
             .baseline("records published", published)
             .target(Target::AtMost(0.0)),
     ];
-    // Only a broker on this machine (tansu) can be measured; a remote one is not.
-    if broker.is_some() {
-        figures.push(
-            Figure::new(
-                "response log",
-                "local broker (tansu) CPU per request, log on",
-                median_f64(&mut broker_on),
-                "µs",
-            )
-            .baseline("log off", median_f64(&mut broker_off)),
-        );
+    // Only a broker on this machine (tansu) can be measured; a remote one is not. It takes in
+    // the log-on side's records only.
+    if let (Some(before), Some(after)) = (broker_before, broker_after) {
+        figures.push(Figure::new(
+            "response log",
+            "local broker (tansu) CPU per logged request",
+            1e6 * (after - before) / requests[0],
+            "µs",
+        ));
     }
     Ok(figures)
 }
+
+/// Not measured at the start of each response-log slice: the load generator's connections open.
+const LOG_SLICE_WARMUP: Duration = Duration::from_millis(100);
 
 /// The median of some numbers, which it sorts (NaN when there are none).
 fn median_f64(values: &mut [f64]) -> f64 {

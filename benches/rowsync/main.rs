@@ -46,9 +46,10 @@ pub struct Sizes {
     pub warmup: Duration,
     pub load: Duration,
     pub produce_rounds: usize,
-    pub log_rounds: usize,
-    /// Length of each response-log run (the scenario runs `2 × log_rounds` of them).
-    pub log_load: Duration,
+    /// Pairs of response-log slices (one with the log on, one off).
+    pub log_pairs: usize,
+    /// Length of each response-log slice.
+    pub log_slice: Duration,
     pub startups: usize,
     /// Times each drain (worker and straight SQL, alternating) is repeated; the median counts.
     pub rounds: usize,
@@ -71,8 +72,8 @@ impl Sizes {
             warmup: Duration::from_secs(2),
             load: Duration::from_secs(10),
             produce_rounds: 200,
-            log_rounds: 7,
-            log_load: Duration::from_secs(4),
+            log_pairs: 20,
+            log_slice: Duration::from_secs(1),
             startups: 5,
             rounds: 3,
             delete_rounds: 9,
@@ -93,8 +94,8 @@ impl Sizes {
             warmup: Duration::from_millis(200),
             load: Duration::from_millis(500),
             produce_rounds: 5,
-            log_rounds: 1,
-            log_load: Duration::from_millis(500),
+            log_pairs: 2,
+            log_slice: Duration::from_millis(200),
             startups: 1,
             rounds: 2,
             delete_rounds: 2,
