@@ -6,8 +6,9 @@
 //! - [`cli`], [`config`] — command line and settings (environment / `.env`).
 //! - [`telemetry`] — logging (text or JSON lines); [`shutdown`] — the signals that stop it.
 //! - [`healthcheck`] — `rowsync healthcheck`, a dependency-free probe of `/health/live`.
-//! - [`db`] — pool, migrations (`sql/`), the hand-written SQL for rows and stored offsets, and
-//!   the listener that hears every committed change to the table.
+//! - [`db`] — pool, migrations (`sql/`), the hand-written SQL for rows and stored offsets, the
+//!   shared single-row reads of `write_to_kafka`, and the listener that hears every committed
+//!   change to the table.
 //! - [`kafka`] — the rskafka client, topic creation, the Java-compatible partitioner, the message codec.
 //! - [`workers`] — the worker registry and the per-partition consumer loops.
 //! - [`http`] — the OpenAPI endpoints, the streamed and cached listing, JSON errors and the

@@ -1,5 +1,5 @@
 //! PostgreSQL: the connection pool and the embedded migrations.
-//! The SQL lives in [`rows`], [`offsets`] and [`workers`].
+//! The SQL lives in [`rows`], [`offsets`] and [`workers`]; [`row_reads`] shares single-row reads.
 
 pub mod changes;
 pub mod offsets;
