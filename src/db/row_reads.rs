@@ -55,6 +55,12 @@ impl RowReads {
 async fn read_rounds(pool: Pool, mut queue: mpsc::UnboundedReceiver<Waiting>, timeout: Duration) {
     let mut round = Vec::new();
     while queue.recv_many(&mut round, MAX_READS).await > 0 {
+        // Callers that gave up meanwhile (their bound passed, their client left) are not read
+        // for, so a backlog after an outage clears instead of costing a query per dead call.
+        round.retain(|waiting| !waiting.answer.is_closed());
+        if round.is_empty() {
+            continue;
+        }
         let mut ids: Vec<i64> = round.iter().map(|w| w.id).collect();
         ids.sort_unstable();
         ids.dedup();

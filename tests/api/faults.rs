@@ -21,6 +21,55 @@ async fn app_through(broker: &TestBroker) -> TestApp {
     TestApp::start(settings).await
 }
 
+/// `write_to_kafka` for rows 1 to 4, called together: each call's status and JSON body.
+async fn publish_together(app: &TestApp) -> Vec<(u16, Value)> {
+    let paths: Vec<String> = (1..=4)
+        .map(|id| format!("/api/some_models/{id}/write_to_kafka/"))
+        .collect();
+    let calls = paths.iter().map(|path| app.post(path));
+    let mut answers = Vec::new();
+    for response in futures_util::future::join_all(calls).await {
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        answers.push((status, body));
+    }
+    answers
+}
+
+/// With rows 1 to 4 in place: `write_to_kafka` calls made together succeed; while `proxy` cuts
+/// the connection or hangs, each gets a JSON 503 within 5 s (they share the failure); once it
+/// passes again, they succeed again.
+async fn publishing_fails_fast_and_recovers(app: &TestApp, proxy: &FaultProxy) {
+    for (status, body) in publish_together(app).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    for fault in [Fault::Cut, Fault::Hang] {
+        proxy.set(fault);
+        let started = Instant::now();
+        for (status, body) in publish_together(app).await {
+            assert_eq!(status, 503, "{fault:?}: {body}");
+            assert_eq!(body["error"], "unavailable", "{body}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{fault:?}: answered after {:?}",
+            started.elapsed()
+        );
+        proxy.set(Fault::Pass);
+        eventually(
+            &format!("write_to_kafka to work again after {fault:?}"),
+            || async {
+                publish_together(app)
+                    .await
+                    .iter()
+                    .all(|(status, _)| *status == 200)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
 /// `count` updates of ids `0..count`, all named `name`.
 fn updates(count: i64, name: &str) -> Vec<String> {
     (0..count).map(|id| update(id, name)).collect()
@@ -119,54 +168,13 @@ async fn write_to_kafka_answers_503_while_the_broker_is_cut_off_and_recovers_aft
     let app = app_through(&broker).await;
     app.insert_rows(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")])
         .await;
-    let publish_all = || async {
-        let paths: Vec<String> = (1..=4)
-            .map(|id| format!("/api/some_models/{id}/write_to_kafka/"))
-            .collect();
-        let calls = paths.iter().map(|path| app.post(path));
-        let mut statuses = Vec::new();
-        for response in futures_util::future::join_all(calls).await {
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.unwrap();
-            statuses.push((status, body));
-        }
-        statuses
-    };
-    for (status, body) in publish_all().await {
-        assert_eq!(status, 200, "{body}");
-    }
-    for fault in [Fault::Cut, Fault::Hang] {
-        broker.proxy.set(fault);
-        let started = Instant::now();
-        // Calls made together while the broker is gone share the failure: each a JSON 503.
-        for (status, body) in publish_all().await {
-            assert_eq!(status, 503, "{fault:?}: {body}");
-            assert_eq!(body["error"], "unavailable", "{body}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{fault:?}: answered after {:?}",
-            started.elapsed()
-        );
-        broker.proxy.set(Fault::Pass);
-        eventually(
-            &format!("write_to_kafka to work again after {fault:?}"),
-            || async {
-                publish_all()
-                    .await
-                    .iter()
-                    .all(|(status, _)| *status == 200)
-                    .then_some(())
-            },
-        )
-        .await;
-    }
+    // Calls made together share produce requests, and so a failed one.
+    publishing_fails_fast_and_recovers(&app, &broker.proxy).await;
     app.cleanup().await;
 }
 
 #[tokio::test]
 async fn write_to_kafka_answers_503_while_postgresql_is_cut_off_and_recovers_after() {
-    // Calls made together share one query for their rows; when it fails, each gets a JSON 503.
     let postgres = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let mut settings = fresh_settings();
     let through_proxy = database_url().replace("127.0.0.1:5432", &postgres.addr.to_string());
@@ -175,47 +183,8 @@ async fn write_to_kafka_answers_503_while_postgresql_is_cut_off_and_recovers_aft
     let app = TestApp::start(settings).await;
     app.insert_rows(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")])
         .await;
-    let publish_all = || async {
-        let paths: Vec<String> = (1..=4)
-            .map(|id| format!("/api/some_models/{id}/write_to_kafka/"))
-            .collect();
-        let calls = paths.iter().map(|path| app.post(path));
-        let mut statuses = Vec::new();
-        for response in futures_util::future::join_all(calls).await {
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.unwrap();
-            statuses.push((status, body));
-        }
-        statuses
-    };
-    for (status, body) in publish_all().await {
-        assert_eq!(status, 200, "{body}");
-    }
-    for fault in [Fault::Cut, Fault::Hang] {
-        postgres.set(fault);
-        let started = Instant::now();
-        for (status, body) in publish_all().await {
-            assert_eq!(status, 503, "{fault:?}: {body}");
-            assert_eq!(body["error"], "unavailable", "{body}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{fault:?}: answered after {:?}",
-            started.elapsed()
-        );
-        postgres.set(Fault::Pass);
-        eventually(
-            &format!("write_to_kafka to work again after {fault:?}"),
-            || async {
-                publish_all()
-                    .await
-                    .iter()
-                    .all(|(status, _)| *status == 200)
-                    .then_some(())
-            },
-        )
-        .await;
-    }
+    // Calls made together share one query for their rows, and so a failed one.
+    publishing_fails_fast_and_recovers(&app, &postgres).await;
     app.cleanup().await;
 }
 
