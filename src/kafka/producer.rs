@@ -3,7 +3,8 @@
 //!
 //! Keyed records sent at the same time share produce requests: each partition has one request
 //! out at a time, and the records queued meanwhile go together in the next (group commit).
-//! A lone record is sent at once, so this adds no latency when idle.
+//! A lone record is sent at once, so this adds no latency when idle. A record whose caller gave
+//! up before it was sent is not sent.
 
 use std::{
     sync::{
@@ -155,6 +156,9 @@ async fn produce_queued(
 ) {
     let mut round = Vec::new();
     while queue.recv_many(&mut round, SHARED_REQUEST_RECORDS).await > 0 {
+        // A caller that gave up before its record was sent (its bound passed, its HTTP client
+        // left) was told nothing was written: its record is not sent now.
+        round.retain(|queued: &Queued| !queued.offset.is_closed());
         let mut round = round.drain(..).peekable();
         while round.peek().is_some() {
             let (mut records, mut waiting, mut bytes) = (Vec::new(), Vec::new(), 0);
@@ -177,7 +181,8 @@ async fn produce_queued(
             match produced {
                 Ok(offsets) => {
                     for (waiter, offset) in waiting.into_iter().zip(offsets) {
-                        // A caller that gave up is skipped; its record was still written.
+                        // A caller that gave up while its record was out is skipped; the
+                        // record was still written.
                         let _ = waiter.send(Ok(offset));
                     }
                 }

@@ -17,6 +17,7 @@ mod metrics;
 mod migrations;
 mod openapi;
 mod process;
+mod producer;
 mod record_encoding;
 mod response_log;
 mod rows;
