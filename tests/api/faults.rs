@@ -21,6 +21,17 @@ async fn app_through(broker: &TestBroker) -> TestApp {
     TestApp::start(settings).await
 }
 
+/// A fault proxy in front of PostgreSQL, and an app that reaches PostgreSQL through it with its
+/// PostgreSQL calls bounded at `db_timeout_ms`.
+async fn app_behind_postgres_proxy(db_timeout_ms: u64) -> (FaultProxy, TestApp) {
+    let postgres = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut settings = fresh_settings();
+    let through_proxy = database_url().replace("127.0.0.1:5432", &postgres.addr.to_string());
+    settings.database.database_url = Some(SecretString::from(through_proxy));
+    settings.database.db_timeout_ms = db_timeout_ms;
+    (postgres, TestApp::start(settings).await)
+}
+
 /// `write_to_kafka` for rows 1 to 4, called together: each call's status and JSON body.
 async fn publish_together(app: &TestApp) -> Vec<(u16, Value)> {
     let paths: Vec<String> = (1..=4)
@@ -175,12 +186,7 @@ async fn write_to_kafka_answers_503_while_the_broker_is_cut_off_and_recovers_aft
 
 #[tokio::test]
 async fn write_to_kafka_answers_503_while_postgresql_is_cut_off_and_recovers_after() {
-    let postgres = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let mut settings = fresh_settings();
-    let through_proxy = database_url().replace("127.0.0.1:5432", &postgres.addr.to_string());
-    settings.database.database_url = Some(SecretString::from(through_proxy));
-    settings.database.db_timeout_ms = 2_000;
-    let app = TestApp::start(settings).await;
+    let (postgres, app) = app_behind_postgres_proxy(2_000).await;
     app.insert_rows(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")])
         .await;
     // Calls made together share one query for their rows, and so a failed one.
@@ -190,11 +196,7 @@ async fn write_to_kafka_answers_503_while_postgresql_is_cut_off_and_recovers_aft
 
 #[tokio::test]
 async fn workers_recover_by_themselves_after_postgresql_is_cut_off_or_hangs() {
-    let postgres = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let mut settings = fresh_settings();
-    let through_proxy = database_url().replace("127.0.0.1:5432", &postgres.addr.to_string());
-    settings.database.database_url = Some(SecretString::from(through_proxy));
-    let app = TestApp::start(settings).await;
+    let (postgres, app) = app_behind_postgres_proxy(5_000).await;
     let topic = app.settings.topics.updates_topic.clone();
     produce_all(&app, &topic, &updates(300, "first")).await;
     app.start_upcreate().await;
