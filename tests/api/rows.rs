@@ -4,7 +4,7 @@ use futures_util::StreamExt;
 use rowsync::{kafka::partitioner::partition_for_key, model::Row};
 use serde_json::{json, Value};
 
-use crate::helpers::{pairs, spawn_app, PARTITIONS};
+use crate::helpers::{pairs, spawn_app, TestApp, PARTITIONS};
 
 #[tokio::test]
 async fn listing_returns_every_row_highest_id_first_with_or_without_the_trailing_slash() {
@@ -94,29 +94,40 @@ async fn write_to_kafka_publishes_the_row_keyed_by_its_id_on_the_java_clients_pa
     app.cleanup().await;
 }
 
+/// Rows `1..=count` named `row {id}`, inserted; returned as (id, name).
+async fn insert_numbered_rows(app: &TestApp, count: i64) -> Vec<(i64, String)> {
+    let rows: Vec<(i64, String)> = (1..=count).map(|id| (id, format!("row {id}"))).collect();
+    let borrowed: Vec<(i64, &str)> = rows.iter().map(|(id, n)| (*id, n.as_str())).collect();
+    app.insert_rows(&borrowed).await;
+    rows
+}
+
+/// `write_to_kafka` for each id, 32 calls in flight at a time: (id, status, JSON body) of each.
+async fn write_to_kafka_32_at_a_time(app: &TestApp, ids: &[i64]) -> Vec<(i64, u16, Value)> {
+    let calls = ids.iter().map(|&id| async move {
+        let response = app
+            .post(&format!("/api/some_models/{id}/write_to_kafka/"))
+            .await;
+        let status = response.status().as_u16();
+        (id, status, response.json().await.unwrap())
+    });
+    futures_util::stream::iter(calls)
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
 #[tokio::test]
 async fn concurrent_write_to_kafka_calls_each_land_once_on_their_partition() {
     // Calls made together share produce requests; each must still get its own record written
     // exactly once, on its key's partition.
     let app = spawn_app().await;
-    let rows: Vec<(i64, String)> = (1..=300).map(|id| (id, format!("row {id}"))).collect();
-    let borrowed: Vec<(i64, &str)> = rows.iter().map(|(id, n)| (*id, n.as_str())).collect();
-    app.insert_rows(&borrowed).await;
-    let calls = rows.iter().map(|(id, name)| {
-        let app = &app;
-        async move {
-            let response = app
-                .post(&format!("/api/some_models/{id}/write_to_kafka/"))
-                .await;
-            assert_eq!(response.status(), 200, "id {id}");
-            let body: Value = response.json().await.unwrap();
-            assert_eq!(body, json!({"id": id, "name": name}));
-        }
-    });
-    futures_util::stream::iter(calls)
-        .buffer_unordered(32)
-        .collect::<Vec<()>>()
-        .await;
+    let rows = insert_numbered_rows(&app, 300).await;
+    let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+    for (id, status, body) in write_to_kafka_32_at_a_time(&app, &ids).await {
+        assert_eq!(status, 200, "id {id}");
+        assert_eq!(body, json!({"id": id, "name": format!("row {id}")}));
+    }
 
     let published = app
         .read_topic(&app.settings.topics.objects_to_kafka_topic)
@@ -142,32 +153,18 @@ async fn write_to_kafka_calls_made_together_each_read_their_own_row_as_last_comm
     // its own 404), whatever else was asked for in the same query, and see every rename
     // committed before it was sent.
     let app = spawn_app().await;
-    let rows: Vec<(i64, String)> = (1..=50).map(|id| (id, format!("row {id}"))).collect();
-    let borrowed: Vec<(i64, &str)> = rows.iter().map(|(id, n)| (*id, n.as_str())).collect();
-    app.insert_rows(&borrowed).await;
+    insert_numbered_rows(&app, 50).await;
     // Every row twice, and as many missing ids, in one burst.
     let ids: Vec<i64> = (1..=50).chain(1..=50).chain(1001..=1050).collect();
-    let calls = ids.iter().map(|&id| {
-        let app = &app;
-        async move {
-            let response = app
-                .post(&format!("/api/some_models/{id}/write_to_kafka/"))
-                .await;
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.unwrap();
-            if id <= 50 {
-                assert_eq!(status, 200, "id {id}: {body}");
-                assert_eq!(body, json!({"id": id, "name": format!("row {id}")}));
-            } else {
-                assert_eq!(status, 404, "id {id}: {body}");
-                assert!(body["message"].as_str().unwrap().contains(&id.to_string()));
-            }
+    for (id, status, body) in write_to_kafka_32_at_a_time(&app, &ids).await {
+        if id <= 50 {
+            assert_eq!(status, 200, "id {id}: {body}");
+            assert_eq!(body, json!({"id": id, "name": format!("row {id}")}));
+        } else {
+            assert_eq!(status, 404, "id {id}: {body}");
+            assert!(body["message"].as_str().unwrap().contains(&id.to_string()));
         }
-    });
-    futures_util::stream::iter(calls)
-        .buffer_unordered(32)
-        .collect::<Vec<()>>()
-        .await;
+    }
 
     // Renames committed one after another, each followed by a burst for that row.
     for version in 0..20 {
@@ -334,7 +331,7 @@ async fn a_large_listing_is_streamed_not_built_in_memory_first() {
 async fn the_listing_follows_every_committed_change_whoever_makes_it() {
     let app = spawn_app().await;
     app.insert_rows(&[(1, "a"), (2, "b")]).await;
-    let listed = |app: &crate::helpers::TestApp| {
+    let listed = |app: &TestApp| {
         let url = app.url("/api/some_models/");
         async move {
             let rows: Vec<Row> = reqwest::get(url).await.unwrap().json().await.unwrap();
