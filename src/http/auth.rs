@@ -6,7 +6,7 @@ use poem_openapi::{auth::Bearer, SecurityScheme};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-use super::error::ApiError;
+use super::error::Unauthorized;
 use crate::config::AuthSettings;
 
 /// The caller's credentials: a bearer token, or none.
@@ -55,7 +55,7 @@ impl Guard {
     }
 
     /// `Ok` when `auth` may do `access`; a 401 otherwise.
-    pub fn check(&self, auth: &ApiAuth, access: Access) -> Result<(), ApiError> {
+    pub fn check(&self, auth: &ApiAuth, access: Access) -> Result<(), Unauthorized> {
         let Some(expected) = &self.token else {
             return Ok(());
         };
@@ -64,13 +64,13 @@ impl Guard {
         }
         let presented = match auth {
             ApiAuth::Token(BearerToken(bearer)) => bearer.token.as_bytes(),
-            ApiAuth::Anonymous => return Err(ApiError::unauthorized("a bearer token is required")),
+            ApiAuth::Anonymous => return Err(Unauthorized::new("a bearer token is required")),
         };
         // Constant time, so the comparison does not reveal how much of the token matched.
         if bool::from(presented.ct_eq(expected.expose_secret().as_bytes())) {
             Ok(())
         } else {
-            Err(ApiError::unauthorized("the bearer token is not valid"))
+            Err(Unauthorized::new("the bearer token is not valid"))
         }
     }
 }

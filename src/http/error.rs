@@ -9,7 +9,7 @@ use poem_openapi::{payload::Json, ApiResponse, Object};
 #[derive(Debug, Clone, Object, serde::Serialize)]
 pub struct ErrorBody {
     /// A stable code: `bad_request`, `unauthorized`, `not_found`, `method_not_allowed`,
-    /// `conflict`, `payload_too_large`, `unavailable` or `internal`.
+    /// `conflict`, `payload_too_large`, `unsupported_media_type`, `unavailable` or `internal`.
     pub error: String,
     /// What went wrong, for people.
     pub message: String,
@@ -19,69 +19,108 @@ pub struct ErrorBody {
     pub field: Option<String>,
 }
 
-/// Every error an operation can answer with.
-#[derive(Debug, ApiResponse)]
-pub enum ApiError {
-    /// The request is malformed; `field` names the culprit.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// A bearer token is required (`API_TOKEN` is set) and was missing or wrong.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
-    /// The thing asked for does not exist.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// The request conflicts with the current state (for example, the worker is running).
-    #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
-    /// A dependency (PostgreSQL or Kafka) is unreachable or too slow; retry later.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
+/// 400: the request is malformed; `field` names the culprit.
+#[derive(Debug)]
+pub struct BadRequest(pub ErrorBody);
 
-impl ApiError {
+/// 401: a bearer token is required and was missing or wrong.
+#[derive(Debug)]
+pub struct Unauthorized(pub ErrorBody);
+
+/// 404: the thing asked for does not exist.
+#[derive(Debug)]
+pub struct NotFound(pub ErrorBody);
+
+/// 409: the request conflicts with the current state (the worker is running).
+#[derive(Debug)]
+pub struct Conflict(pub ErrorBody);
+
+/// 503: PostgreSQL or Kafka is unreachable or too slow.
+#[derive(Debug)]
+pub struct Unavailable(pub ErrorBody);
+
+impl BadRequest {
     /// 400 naming the field at fault.
-    pub fn bad_request(field: &str, message: impl Into<String>) -> Self {
-        Self::BadRequest(Json(body(
-            "bad_request",
-            message.into(),
-            Some(field.to_owned()),
-        )))
-    }
-
-    /// 401 with a message.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::Unauthorized(Json(body("unauthorized", message.into(), None)))
-    }
-
-    /// 404 with a message.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::NotFound(Json(body("not_found", message.into(), None)))
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self(body("bad_request", message.into(), Some(field.to_owned())))
     }
 }
 
-/// Library errors: a running worker is a 409; everything else is PostgreSQL or Kafka failing, a 503.
-impl From<crate::error::Error> for ApiError {
+impl Unauthorized {
+    /// 401 with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(body("unauthorized", message.into(), None))
+    }
+}
+
+impl NotFound {
+    /// 404 with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(body("not_found", message.into(), None))
+    }
+}
+
+impl Conflict {
+    /// 409 with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(body("conflict", message.into(), None))
+    }
+}
+
+/// A library error met while answering: PostgreSQL or Kafka failing. Logged with its cause and
+/// answered with an opaque message. (Operations that can meet [`Error::WorkerRunning`] or
+/// [`Error::BadRequest`] map those themselves, before this.)
+///
+/// [`Error::WorkerRunning`]: crate::error::Error::WorkerRunning
+/// [`Error::BadRequest`]: crate::error::Error::BadRequest
+impl From<crate::error::Error> for Unavailable {
     fn from(error: crate::error::Error) -> Self {
-        match error {
-            crate::error::Error::WorkerRunning(_) => {
-                return Self::Conflict(Json(body("conflict", error.to_string(), None)));
-            }
-            crate::error::Error::BadRequest(message) => return Self::bad_request("to", message),
-            _ => {}
-        }
         tracing::error!(error = %error, "request failed on a dependency");
-        Self::Unavailable(Json(body(
+        Self(body(
             "unavailable",
             "a dependency is unavailable; try again later".into(),
             None,
-        )))
+        ))
     }
+}
+
+/// Implements `From<X>` for an operation's error response, for each of the answers `X` it lists
+/// (`BadRequest`, `Unauthorized`, `NotFound`, `Conflict`, `Unavailable`): the variant of the same
+/// name. Each operation has its own response type listing exactly the statuses it can answer,
+/// so its spec is true; an answer it does not list does not compile.
+macro_rules! error_answers {
+    ($response:ty: $($answer:ident),+ $(,)?) => {
+        $(
+            impl From<$crate::http::error::$answer> for $response {
+                fn from(answer: $crate::http::error::$answer) -> Self {
+                    Self::$answer(::poem_openapi::payload::Json(answer.0))
+                }
+            }
+        )+
+    };
+}
+pub(crate) use error_answers;
+
+/// The answer of an operation that can fail only before its handler runs: a body over 64 KiB
+/// (refused for every operation, whether it takes a body or not).
+#[derive(Debug, ApiResponse)]
+pub enum BodyTooLarge {
+    /// The request declares a body over 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
 }
 
 /// The body of a 400 for a request poem-openapi could not parse, naming the parameter at fault.
 fn parse_failure(error: &poem::Error) -> ErrorBody {
     use poem_openapi::error::{ParseParamError, ParsePathError, ParseRequestPayloadError};
+    if error.is::<poem::error::ParsePathError>() {
+        // poem's router: a path that is not UTF-8 once percent-decoded, under a nested prefix.
+        return body(
+            "bad_request",
+            "the path is not UTF-8 once percent-decoded".to_owned(),
+            None,
+        );
+    }
     let field = error
         .downcast_ref::<ParsePathError>()
         .map(|e| param_name(e.name))
@@ -95,14 +134,29 @@ fn parse_failure(error: &poem::Error) -> ErrorBody {
     body("bad_request", message, field)
 }
 
-/// poem-openapi names path parameters by position (`param0`); the only typed path parameter
-/// in this API is a row's `id`.
+/// poem-openapi names path parameters by position (`param0`); the only path parameter that can
+/// fail to parse is a row's `id`. (A worker's `name` is a string: it fails only when it is not
+/// UTF-8 once percent-decoded, and poem's router refuses such a path first, under `/api`.)
 fn param_name(raw: &str) -> &str {
     if raw.starts_with("param") {
         "id"
     } else {
         raw
     }
+}
+
+/// The body of a 415: an operation taking a JSON body got none, or another media type.
+fn unsupported_media_type(error: &poem::Error) -> ErrorBody {
+    use poem_openapi::error::ContentTypeError;
+    let message = match error.downcast_ref::<ContentTypeError>() {
+        Some(ContentTypeError::NotSupported { content_type }) => {
+            format!(
+                "Content-Type {content_type:?} is not supported: send the body as application/json"
+            )
+        }
+        _ => "the request has no Content-Type: send the body as application/json".to_owned(),
+    };
+    body("unsupported_media_type", message, None)
 }
 
 fn body(error: &str, message: String, field: Option<String>) -> ErrorBody {
@@ -117,38 +171,37 @@ fn body(error: &str, message: String, field: Option<String>) -> ErrorBody {
 /// in the one error shape, keeping its status.
 pub async fn render(error: poem::Error) -> Response {
     if error.is_from_response() {
-        // A typed handler's own answer (an `ApiError`), already in the error shape.
+        // A typed handler's own answer, already in the error shape.
         return error.into_response();
     }
     let status = error.status();
-    if status == StatusCode::BAD_REQUEST {
-        return poem::web::Json(parse_failure(&error))
-            .with_status(status)
-            .into_response();
-    }
-    let code = match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        s if s.is_client_error() => "bad_request",
-        _ => "internal",
-    };
-    let message = if status.is_server_error() {
-        tracing::error!(error = %error, status = status.as_u16(), "request failed");
-        "internal error".to_owned()
-    } else {
-        match status {
-            StatusCode::NOT_FOUND => "no such path".to_owned(),
-            StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this path".to_owned(),
-            _ => error.to_string(),
+    let body = match status {
+        StatusCode::BAD_REQUEST => parse_failure(&error),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => unsupported_media_type(&error),
+        _ => {
+            let code = match status {
+                StatusCode::UNAUTHORIZED => "unauthorized",
+                StatusCode::NOT_FOUND => "not_found",
+                StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+                StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+                StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+                s if s.is_client_error() => "bad_request",
+                _ => "internal",
+            };
+            let message = if status.is_server_error() {
+                tracing::error!(error = %error, status = status.as_u16(), "request failed");
+                "internal error".to_owned()
+            } else {
+                match status {
+                    StatusCode::NOT_FOUND => "no such path".to_owned(),
+                    StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this path".to_owned(),
+                    _ => error.to_string(),
+                }
+            };
+            body(code, message, None)
         }
     };
-    poem::web::Json(body(code, message, None))
-        .with_status(status)
-        .into_response()
+    poem::web::Json(body).with_status(status).into_response()
 }
 
 #[cfg(test)]

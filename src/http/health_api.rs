@@ -10,8 +10,11 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi,
 };
 
-use super::{ApiTags, AppState};
-use crate::db;
+use super::{error::BodyTooLarge, ApiTags, AppState};
+use crate::{
+    db,
+    workers::{WorkerKind, WorkerRegistry, WorkerState},
+};
 
 /// Bound on each readiness check; the checks run concurrently.
 const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
@@ -19,7 +22,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
 /// Result of a health check.
 #[derive(Debug, Clone, Object)]
 pub struct HealthBody {
-    /// `ok` or `unavailable`.
+    /// `ok`; `degraded` when ready but a partition is stalled (see `checks.workers`); or
+    /// `unavailable`.
     pub status: String,
     /// Each dependency checked: `ok`, or why not.
     #[oai(skip_serializing_if_is_none)]
@@ -35,9 +39,21 @@ pub struct HealthChecks {
     pub migrations: String,
     /// The Kafka broker answers a metadata request.
     pub kafka: String,
+    /// `ok`, or each partition stalled on a record batch it cannot decode: worker, partition,
+    /// offset and why. A stalled partition makes the status `degraded` but never fails
+    /// readiness: the API that moves past it must stay reachable.
+    pub workers: String,
 }
 
-/// Answer of a health check.
+/// Answer of the liveness check.
+#[derive(ApiResponse)]
+pub enum LiveResponse {
+    /// The process is up and serving HTTP.
+    #[oai(status = 200)]
+    Ok(Json<HealthBody>),
+}
+
+/// Answer of the readiness check.
 #[derive(ApiResponse)]
 pub enum HealthResponse {
     /// Healthy.
@@ -57,19 +73,20 @@ impl HealthApi {
     ///
     /// 200 while the process is up and serving HTTP.
     #[oai(path = "/live", method = "get", operation_id = "health_live")]
-    async fn live(&self) -> HealthResponse {
-        HealthResponse::Ok(Json(HealthBody {
+    async fn live(&self) -> Result<LiveResponse, BodyTooLarge> {
+        Ok(LiveResponse::Ok(Json(HealthBody {
             status: "ok".to_owned(),
             checks: None,
-        }))
+        })))
     }
 
     /// Readiness
     ///
     /// 200 when PostgreSQL answers, every migration is applied and the Kafka broker answers;
-    /// 503 otherwise, saying which check failed. Answers within a second.
+    /// 503 otherwise, saying which check failed. Answers within a second. A partition stalled
+    /// on a batch it cannot decode is named under `checks.workers` (status `degraded`, still 200).
     #[oai(path = "/ready", method = "get", operation_id = "health_ready")]
-    async fn ready(&self, state: Data<&Arc<AppState>>) -> HealthResponse {
+    async fn ready(&self, state: Data<&Arc<AppState>>) -> Result<HealthResponse, BodyTooLarge> {
         let database = async {
             let client = state.pool.get().await.map_err(|e| e.to_string())?;
             client
@@ -96,21 +113,62 @@ impl HealthApi {
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_owned(),
         };
+        let stalled = stalled_partitions(&state.registry);
         let healthy = postgres == "ok" && migrations == "ok" && kafka == "ok";
+        let status = match (healthy, stalled.is_empty()) {
+            (false, _) => "unavailable",
+            (true, true) => "ok",
+            (true, false) => "degraded",
+        };
         let body = HealthBody {
-            status: if healthy { "ok" } else { "unavailable" }.to_owned(),
+            status: status.to_owned(),
             checks: Some(HealthChecks {
                 postgres,
                 migrations,
                 kafka,
+                workers: if stalled.is_empty() {
+                    "ok".to_owned()
+                } else {
+                    stalled.join("; ")
+                },
             }),
         };
-        if healthy {
+        Ok(if healthy {
             HealthResponse::Ok(Json(body))
         } else {
             HealthResponse::Unavailable(Json(body))
-        }
+        })
     }
+}
+
+/// Each partition of a running worker stalled on a batch it cannot decode, described.
+fn stalled_partitions(registry: &WorkerRegistry) -> Vec<String> {
+    WorkerKind::ALL
+        .into_iter()
+        .map(|kind| registry.stats(kind).status())
+        .filter(|status| status.state == WorkerState::Stalled)
+        .flat_map(|status| {
+            status
+                .partitions
+                .into_iter()
+                .filter_map(move |p| {
+                    let offset = p.stalled_at_offset?;
+                    let reason = p.last_error.unwrap_or_default();
+                    Some(format!(
+                        "{} partition {} stalled at offset {offset}: {reason}",
+                        status.name, p.partition
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Answer of `GET /metrics`.
+#[derive(ApiResponse)]
+pub enum MetricsResponse {
+    /// Every metric, in the Prometheus text format.
+    #[oai(status = 200)]
+    Ok(PlainText<String>),
 }
 
 /// Prometheus metrics.
@@ -125,7 +183,7 @@ impl MetricsApi {
     /// lag, batch size and batch latency; response-log records published and dropped; PostgreSQL
     /// pool usage. Names start with `rowsync_`.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
-    async fn metrics(&self, state: Data<&Arc<AppState>>) -> PlainText<String> {
-        PlainText(state.metrics.render())
+    async fn metrics(&self, state: Data<&Arc<AppState>>) -> Result<MetricsResponse, BodyTooLarge> {
+        Ok(MetricsResponse::Ok(PlainText(state.metrics.render())))
     }
 }

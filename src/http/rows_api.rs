@@ -12,7 +12,7 @@ use poem_openapi::{
 
 use super::{
     auth::{Access, ApiAuth},
-    error::ApiError,
+    error::{error_answers, ErrorBody, NotFound, Unavailable},
     json_rows::JsonRows,
     ApiTags, AppState,
 };
@@ -41,6 +41,24 @@ pub enum RowsResponse {
     Ok(JsonRows),
 }
 
+/// The errors `GET /api/some_models/` can answer.
+#[derive(Debug, ApiResponse)]
+pub enum ListRowsError {
+    /// `limit` or `before_id` is malformed or out of range; `field` names it.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `API_TOKEN_FOR_READS=true` and the bearer token is missing or wrong.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The request declares a body over 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// PostgreSQL is unreachable or too slow; retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+error_answers!(ListRowsError: BadRequest, Unauthorized, Unavailable);
+
 /// Answer of `write_to_kafka`.
 #[derive(ApiResponse)]
 pub enum PublishedRowResponse {
@@ -49,6 +67,29 @@ pub enum PublishedRowResponse {
     Ok(Json<Row>),
 }
 
+/// The errors `write_to_kafka` can answer.
+#[derive(Debug, ApiResponse)]
+pub enum PublishError {
+    /// `id` is not an integer between -2^63 and 2^63-1 (`field` is `id`), or the path is not
+    /// UTF-8 once percent-decoded.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `API_TOKEN` is set and the bearer token is missing or wrong.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// No row has this id.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The request declares a body over 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// PostgreSQL or Kafka is unreachable or too slow: Kafka has not acknowledged the record
+    /// (if it was already sent, it may still land); retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+error_answers!(PublishError: BadRequest, Unauthorized, NotFound, Unavailable);
+
 /// Answer of a worker start or stop.
 #[derive(ApiResponse)]
 pub enum WorkerStateResponse {
@@ -56,6 +97,36 @@ pub enum WorkerStateResponse {
     #[oai(status = 200)]
     Ok(Json<WorkerStateBody>),
 }
+
+/// The errors a worker start or stop can answer.
+#[derive(Debug, ApiResponse)]
+pub enum WorkerControlError {
+    /// `API_TOKEN` is set and the bearer token is missing or wrong.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The request declares a body over 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// PostgreSQL, which keeps the worker's desired state, is unreachable or too slow; retry
+    /// later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+error_answers!(WorkerControlError: Unauthorized, Unavailable);
+
+/// Every library error these operations can meet is PostgreSQL or Kafka failing: a 503.
+macro_rules! unavailable_on_library_errors {
+    ($($response:ty),+) => {
+        $(
+            impl From<crate::error::Error> for $response {
+                fn from(error: crate::error::Error) -> Self {
+                    Unavailable::from(error).into()
+                }
+            }
+        )+
+    };
+}
+unavailable_on_library_errors!(ListRowsError, PublishError, WorkerControlError);
 
 /// Rows of table `some_model` and the workers that keep them in step with Kafka.
 pub struct SomeModelsApi;
@@ -81,7 +152,7 @@ impl SomeModelsApi {
         limit: Query<Option<i64>>,
         /// Only rows whose id is lower than this: the last id of the previous page.
         before_id: Query<Option<i64>>,
-    ) -> Result<RowsResponse, ApiError> {
+    ) -> Result<RowsResponse, ListRowsError> {
         state.guard.check(&auth, Access::Read)?;
         let page = Page {
             before_id: before_id.0,
@@ -125,7 +196,7 @@ impl SomeModelsApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: ApiAuth,
-    ) -> Result<WorkerStateResponse, ApiError> {
+    ) -> Result<WorkerStateResponse, WorkerControlError> {
         state.guard.check(&auth, Access::Write)?;
         start(&state, WorkerKind::Upcreate).await
     }
@@ -143,7 +214,7 @@ impl SomeModelsApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: ApiAuth,
-    ) -> Result<WorkerStateResponse, ApiError> {
+    ) -> Result<WorkerStateResponse, WorkerControlError> {
         state.guard.check(&auth, Access::Write)?;
         stop(&state, WorkerKind::Upcreate).await
     }
@@ -161,7 +232,7 @@ impl SomeModelsApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: ApiAuth,
-    ) -> Result<WorkerStateResponse, ApiError> {
+    ) -> Result<WorkerStateResponse, WorkerControlError> {
         state.guard.check(&auth, Access::Write)?;
         start(&state, WorkerKind::Delete).await
     }
@@ -178,7 +249,7 @@ impl SomeModelsApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: ApiAuth,
-    ) -> Result<WorkerStateResponse, ApiError> {
+    ) -> Result<WorkerStateResponse, WorkerControlError> {
         state.guard.check(&auth, Access::Write)?;
         start(&state, WorkerKind::Delete).await
     }
@@ -196,7 +267,7 @@ impl SomeModelsApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: ApiAuth,
-    ) -> Result<WorkerStateResponse, ApiError> {
+    ) -> Result<WorkerStateResponse, WorkerControlError> {
         state.guard.check(&auth, Access::Write)?;
         stop(&state, WorkerKind::Delete).await
     }
@@ -217,11 +288,11 @@ impl SomeModelsApi {
         auth: ApiAuth,
         /// The row's id.
         id: Path<i64>,
-    ) -> Result<PublishedRowResponse, ApiError> {
+    ) -> Result<PublishedRowResponse, PublishError> {
         state.guard.check(&auth, Access::Write)?;
         let row = bounded("reading a row", state.db_timeout, state.row_reads.get(id.0))
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("no row with id {}", id.0)))?;
+            .ok_or_else(|| NotFound::new(format!("no row with id {}", id.0)))?;
         state
             .objects
             .send_keyed(row.id.to_string().into_bytes(), codec::encode_row(&row))
@@ -230,7 +301,10 @@ impl SomeModelsApi {
     }
 }
 
-async fn start(state: &AppState, kind: WorkerKind) -> Result<WorkerStateResponse, ApiError> {
+async fn start(
+    state: &AppState,
+    kind: WorkerKind,
+) -> Result<WorkerStateResponse, WorkerControlError> {
     let worker_state = state.registry.start(kind).await?;
     Ok(WorkerStateResponse::Ok(Json(WorkerStateBody {
         worker: kind.name().to_owned(),
@@ -238,7 +312,10 @@ async fn start(state: &AppState, kind: WorkerKind) -> Result<WorkerStateResponse
     })))
 }
 
-async fn stop(state: &AppState, kind: WorkerKind) -> Result<WorkerStateResponse, ApiError> {
+async fn stop(
+    state: &AppState,
+    kind: WorkerKind,
+) -> Result<WorkerStateResponse, WorkerControlError> {
     let worker_state = state.registry.stop(kind).await?;
     Ok(WorkerStateResponse::Ok(Json(WorkerStateBody {
         worker: kind.name().to_owned(),

@@ -10,7 +10,7 @@ use rskafka::client::partition::OffsetAt;
 
 use super::{
     auth::{Access, ApiAuth},
-    error::ApiError,
+    error::{error_answers, BadRequest, Conflict, ErrorBody, NotFound, Unavailable},
     ApiTags, AppState,
 };
 use crate::{
@@ -71,6 +71,48 @@ pub enum ResetOffsetsResponse {
     Ok(Json<ResetOffsetsBody>),
 }
 
+/// The errors a reset can answer.
+#[derive(Debug, ApiResponse)]
+pub enum ResetOffsetsError {
+    /// The body is not JSON of the documented shape (`field` is `body`); `to` lists a partition
+    /// the topic lacks, or a negative offset (`field` is `to`); or the path is not UTF-8 once
+    /// percent-decoded.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `API_TOKEN` is set and the bearer token is missing or wrong.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// No worker has this name.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The worker is running; stop it first.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The request declares a body over 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not sent as `application/json` (no `Content-Type`, or another one).
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// Kafka (asked for the partitions and their offsets) or PostgreSQL (which stores the
+    /// offsets) is unreachable or too slow; retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+error_answers!(ResetOffsetsError: BadRequest, Unauthorized, NotFound, Conflict, Unavailable);
+
+/// A running worker is a 409, a partition the topic lacks a 400 naming `to`, anything else
+/// PostgreSQL or Kafka failing, a 503.
+impl From<Error> for ResetOffsetsError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::WorkerRunning(_) => Conflict::new(error.to_string()).into(),
+            Error::BadRequest(message) => BadRequest::new("to", message).into(),
+            error => Unavailable::from(error).into(),
+        }
+    }
+}
+
 /// Answer of `GET /api/workers/`.
 #[derive(ApiResponse)]
 pub enum WorkersResponse {
@@ -79,6 +121,18 @@ pub enum WorkersResponse {
     Ok(Json<Vec<WorkerStatus>>),
 }
 
+/// The errors `GET /api/workers/` can answer.
+#[derive(Debug, ApiResponse)]
+pub enum ListWorkersError {
+    /// `API_TOKEN_FOR_READS=true` and the bearer token is missing or wrong.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The request declares a body over 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+}
+error_answers!(ListWorkersError: Unauthorized);
+
 /// Answer of `GET /api/workers/{name}/`.
 #[derive(ApiResponse)]
 pub enum WorkerResponse {
@@ -86,6 +140,24 @@ pub enum WorkerResponse {
     #[oai(status = 200)]
     Ok(Json<WorkerStatus>),
 }
+
+/// The errors `GET /api/workers/{name}/` can answer.
+#[derive(Debug, ApiResponse)]
+pub enum GetWorkerError {
+    /// The path (the worker's name) is not UTF-8 once percent-decoded.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `API_TOKEN_FOR_READS=true` and the bearer token is missing or wrong.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// No worker has this name.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The request declares a body over 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+}
+error_answers!(GetWorkerError: BadRequest, Unauthorized, NotFound);
 
 /// Reports of the background workers.
 pub struct WorkersApi;
@@ -101,7 +173,7 @@ impl WorkersApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: ApiAuth,
-    ) -> Result<WorkersResponse, ApiError> {
+    ) -> Result<WorkersResponse, ListWorkersError> {
         state.guard.check(&auth, Access::Read)?;
         Ok(WorkersResponse::Ok(Json(
             WorkerKind::ALL
@@ -119,10 +191,10 @@ impl WorkersApi {
         auth: ApiAuth,
         /// The worker: `upcreate` or `delete`.
         name: Path<String>,
-    ) -> Result<WorkerResponse, ApiError> {
+    ) -> Result<WorkerResponse, GetWorkerError> {
         state.guard.check(&auth, Access::Read)?;
         let kind = WorkerKind::from_name(&name)
-            .ok_or_else(|| ApiError::not_found(format!("no worker named {:?}", name.0)))?;
+            .ok_or_else(|| NotFound::new(format!("no worker named {:?}", name.0)))?;
         Ok(WorkerResponse::Ok(Json(
             state.registry.stats(kind).status(),
         )))
@@ -145,10 +217,10 @@ impl WorkersApi {
         /// The worker: `upcreate` or `delete`.
         name: Path<String>,
         body: Json<ResetOffsetsRequest>,
-    ) -> Result<ResetOffsetsResponse, ApiError> {
+    ) -> Result<ResetOffsetsResponse, ResetOffsetsError> {
         state.guard.check(&auth, Access::Write)?;
         let kind = WorkerKind::from_name(&name)
-            .ok_or_else(|| ApiError::not_found(format!("no worker named {:?}", name.0)))?;
+            .ok_or_else(|| NotFound::new(format!("no worker named {:?}", name.0)))?;
         let target = match body.0.to {
             ResetTarget::Position(OffsetPosition::Earliest) => Target::All(OffsetAt::Earliest),
             ResetTarget::Position(OffsetPosition::Latest) => Target::All(OffsetAt::Latest),
@@ -156,7 +228,7 @@ impl WorkersApi {
                 map.iter()
                     .map(|(partition, offset)| match partition.parse::<i32>() {
                         Ok(p) if p >= 0 && *offset >= 0 => Ok((p, *offset)),
-                        _ => Err(ApiError::bad_request(
+                        _ => Err(BadRequest::new(
                             "to",
                             format!(
                                 "partition {partition:?} and offset {offset} must both be \

@@ -17,7 +17,7 @@ use rskafka::{
 };
 
 use crate::{
-    config::KafkaSettings,
+    config::{KafkaCompression, KafkaSettings},
     error::{bounded, Error, Result},
 };
 
@@ -27,6 +27,8 @@ pub struct Kafka {
     client: Arc<Client>,
     /// Bound on any single call.
     timeout: Duration,
+    /// Codec of the batches rowsync writes; `None`: the producer's own default.
+    compression: Option<KafkaCompression>,
 }
 
 impl Kafka {
@@ -45,7 +47,13 @@ impl Kafka {
         Ok(Self {
             client: Arc::new(client),
             timeout,
+            compression: settings.kafka_compression,
         })
+    }
+
+    /// Codec of the batches rowsync writes, when `KAFKA_COMPRESSION` sets one.
+    pub fn compression(&self) -> Option<KafkaCompression> {
+        self.compression
     }
 
     /// Bound on any single call to Kafka.

@@ -47,6 +47,8 @@ pub struct TopicProducer {
     timeout: Duration,
     /// Next partition for an unkeyed batch.
     next: AtomicUsize,
+    /// Codec of every batch when `KAFKA_COMPRESSION` is set.
+    compression: Option<Compression>,
 }
 
 impl TopicProducer {
@@ -58,7 +60,15 @@ impl TopicProducer {
             let client = Arc::new(kafka.partition_client(topic, id).await?);
             let (queue, queued) = mpsc::unbounded_channel();
             // Ends once the producer (every sender) is gone.
-            tokio::spawn(produce_queued(Arc::clone(&client), queued, kafka.timeout()));
+            let compression = kafka
+                .compression()
+                .map_or(Compression::NoCompression, |c| c.codec());
+            tokio::spawn(produce_queued(
+                Arc::clone(&client),
+                queued,
+                kafka.timeout(),
+                compression,
+            ));
             partitions.push(client);
             keyed.push(queue);
         }
@@ -68,6 +78,7 @@ impl TopicProducer {
             keyed,
             timeout: kafka.timeout(),
             next: AtomicUsize::new(0),
+            compression: kafka.compression().map(|c| c.codec()),
         })
     }
 
@@ -108,22 +119,25 @@ impl TopicProducer {
         bounded(
             "producing a batch",
             self.timeout,
-            self.partitions[index].produce(records, Compression::NoCompression),
+            self.partitions[index].produce(
+                records,
+                self.compression.unwrap_or(Compression::NoCompression),
+            ),
         )
         .await?;
         Ok(())
     }
 
-    /// Writes unkeyed values as one batch to the next partition in turn, snappy-compressed
-    /// from [`COMPRESS_FROM_BYTES`] on (response-log records are JSON: large batches shrink
-    /// several times over, and the broker has that much less to take in; small ones are not
-    /// worth the CPU).
+    /// Writes unkeyed values as one batch to the next partition in turn, in the codec
+    /// `KAFKA_COMPRESSION` names or, unset, snappy-compressed from [`COMPRESS_FROM_BYTES`] on
+    /// (response-log records are JSON: large batches shrink several times over, and the broker
+    /// has that much less to take in; small ones are not worth the CPU).
     pub async fn send_batch(&self, values: Vec<Vec<u8>>) -> Result<()> {
         let bytes: usize = values.iter().map(Vec::len).sum();
-        let compression = if bytes >= COMPRESS_FROM_BYTES {
-            Compression::Snappy
-        } else {
-            Compression::NoCompression
+        let compression = match self.compression {
+            Some(codec) => codec,
+            None if bytes >= COMPRESS_FROM_BYTES => Compression::Snappy,
+            None => Compression::NoCompression,
         };
         let now = Utc::now();
         let records = values
@@ -153,6 +167,7 @@ async fn produce_queued(
     client: Arc<PartitionClient>,
     mut queue: mpsc::UnboundedReceiver<Queued>,
     timeout: Duration,
+    compression: Compression,
 ) {
     let mut round = Vec::new();
     while queue.recv_many(&mut round, SHARED_REQUEST_RECORDS).await > 0 {
@@ -175,7 +190,7 @@ async fn produce_queued(
             let produced = bounded(
                 "producing a record",
                 timeout,
-                client.produce(records, Compression::NoCompression),
+                client.produce(records, compression),
             )
             .await;
             match produced {

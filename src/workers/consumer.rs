@@ -2,15 +2,17 @@
 //! batch, applies it and its next offset in one PostgreSQL transaction, and repeats.
 //! The loop only races cancellation against fetching, so a stop always lands on a batch boundary.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use chrono::Utc;
 use deadpool_postgres::{Pool, Transaction};
 use rskafka::{
     client::{
         error::{Error as KafkaError, ProtocolError},
-        partition::{OffsetAt, PartitionClient},
+        partition::{FetchedRecords, OffsetAt, PartitionClient},
     },
     record::RecordAndOffset,
 };
@@ -20,6 +22,7 @@ use tracing::Instrument;
 
 use super::{
     dead_letter::{DeadLetter, DeadLetterQueue},
+    failures::{FailureKind, Failures},
     WorkerKind, WorkerState, WorkerStats,
 };
 use crate::{
@@ -66,6 +69,11 @@ pub struct WorkerContext {
     pub batch_metrics: BatchMetrics,
     /// Bound on any single PostgreSQL operation (reading offsets, applying a batch).
     pub db_timeout: Duration,
+    /// Partitions of the topic, once listed (0 before): records without a key are counted
+    /// when there is more than one.
+    pub topic_partitions: std::sync::atomic::AtomicUsize,
+    /// Whether this run of the worker has warned about records without a key (once per run).
+    pub unkeyed_warned: AtomicBool,
 }
 
 impl WorkerContext {
@@ -97,6 +105,8 @@ pub async fn supervise(context: Arc<WorkerContext>, cancel: CancellationToken) {
     let worker = context.kind.name();
     let topic = context.topic.as_str();
     let mut backoff = retry_backoff();
+    // Logged when it starts failing, then at most once a minute.
+    let (mut attempts, mut logged_at) = (0u64, None::<std::time::Instant>);
     let partitions = loop {
         let listed = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -105,7 +115,11 @@ pub async fn supervise(context: Arc<WorkerContext>, cancel: CancellationToken) {
         match listed {
             Ok(partitions) => break partitions,
             Err(error) => {
-                tracing::warn!(worker, topic, error = %error, "cannot list partitions; retrying");
+                attempts += 1;
+                if logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(worker, topic, error = %error, attempts, "cannot list partitions; retrying with backoff");
+                    logged_at = Some(std::time::Instant::now());
+                }
                 if is_unknown_topic(&error) {
                     context.recreate_topic().await;
                 }
@@ -116,6 +130,9 @@ pub async fn supervise(context: Arc<WorkerContext>, cancel: CancellationToken) {
         }
     };
 
+    context
+        .topic_partitions
+        .store(partitions.len(), std::sync::atomic::Ordering::Relaxed);
     let mut loops = JoinSet::new();
     for partition in partitions {
         let consumer = PartitionConsumer::new(Arc::clone(&context), partition);
@@ -161,6 +178,9 @@ pub enum Step {
     Positioned { at: i64 },
     /// A batch was applied: this many valid and invalid records.
     Applied { valid: usize, invalid: usize },
+    /// The stored offset moved past record batches that hold nothing to apply (transaction
+    /// markers, records of aborted transactions), to `to`.
+    Skipped { to: i64 },
     /// Nothing new arrived within the fetch wait.
     Idle,
     /// The stored offset was out of range; consumption restarts from the earliest offset.
@@ -184,23 +204,35 @@ impl PartitionConsumer {
         }
     }
 
-    /// Steps until cancelled, retrying failures with capped, jittered exponential backoff.
+    /// Steps until cancelled, retrying failures with capped, jittered exponential backoff that
+    /// only progress (a batch applied or skipped, an empty fetch) resets.
     pub async fn run(mut self, cancel: CancellationToken) {
         let worker = self.context.kind.name();
         let topic = self.context.topic.clone();
         let partition = self.partition;
-        let mut backoff = retry_backoff();
+        let mut failures =
+            Failures::new(Arc::clone(&self.context.stats), worker, &topic, partition);
+        failures.clear_status();
         loop {
             match self.step(&cancel).await {
                 Ok(Step::Cancelled) => return,
-                Ok(_) => backoff = retry_backoff(),
+                Ok(Step::Applied { .. } | Step::Skipped { .. } | Step::Idle) => {
+                    failures.progressed()
+                }
+                // Positioning alone is no progress: a failure that repeats after it keeps backing off.
+                Ok(Step::Positioned { .. } | Step::Reset { .. }) => {}
                 Err(error) => {
-                    tracing::warn!(worker, topic, partition, error = %error, "batch failed; retrying");
-                    let message = error.to_string();
-                    self.context.stats.update(partition, |p| {
-                        p.last_error = Some(message);
-                        p.last_error_at = Some(Utc::now());
-                    });
+                    // rskafka returns the batches before an undecodable one; this fetch started
+                    // at the bad batch itself.
+                    let kind = match &error {
+                        Error::Kafka(KafkaError::UndecodableBatch { base_offset, .. }) => {
+                            FailureKind::Stalled {
+                                offset: *base_offset,
+                            }
+                        }
+                        _ => FailureKind::Transient,
+                    };
+                    let delay = failures.failed(kind, error.to_string());
                     // Start over from PostgreSQL's view: the batch may or may not have committed.
                     self.position = None;
                     self.drop_prefetch();
@@ -208,11 +240,14 @@ impl PartitionConsumer {
                         // A broker that lost its topics (restarted with memory storage, say).
                         self.context.recreate_topic().await;
                     }
-                    if matches!(error, Error::Kafka(_) | Error::Timeout { .. }) {
+                    if matches!(error, Error::Kafka(_) | Error::Timeout { .. })
+                        && !kind.is_stalled()
+                    {
                         self.client = None;
                     }
-                    if sleep_or_cancel(&mut backoff, &cancel).await {
-                        return;
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
                     }
                 }
             }
@@ -237,25 +272,25 @@ impl PartitionConsumer {
             fetched = self.fetch() => fetched?,
         };
         let step = match fetched {
-            Fetched::Records(records, decoded) => {
-                tracing::debug!(records = records.len(), "fetched");
-                let next = records.last().map_or(0, |r| r.offset + 1);
+            Fetched::Records {
+                records,
+                batch,
+                next,
+            } => {
+                tracing::debug!(records = records.len(), next, "fetched");
                 self.fetch_bytes =
                     grown_fetch_bytes(self.fetch_bytes, self.context.fetch_max_bytes);
                 self.start_prefetch(next);
-                let applied = self.apply(records, decoded).await;
+                let applied = self.apply(records, batch, next).await;
                 if applied.is_err() {
                     self.drop_prefetch();
                 }
                 applied?
             }
+            Fetched::Skipped { to } => self.skip_to(to).await?,
             Fetched::Nothing => Step::Idle,
             Fetched::OutOfRange => self.reset_to_earliest().await?,
         };
-        self.context.stats.update(self.partition, |p| {
-            p.last_error = None;
-            p.last_error_at = None;
-        });
         Ok(step)
     }
 
@@ -268,20 +303,16 @@ impl PartitionConsumer {
             let timeout = self.context.kafka.timeout();
             let kind = self.context.kind;
             let task = tokio::spawn(async move {
-                let (mut records, high_watermark) =
-                    raw_fetch(&client, from, max_bytes, max_wait, timeout).await?;
-                keep_from(&mut records, from);
+                let mut fetched = raw_fetch(&client, from, max_bytes, max_wait, timeout).await?;
+                keep_from(&mut fetched.records, from);
                 // Decoded here only when the batch starts where asked; otherwise `fetch` fetches
                 // again and the batch is decoded when applied.
-                let batch = records
+                let batch = fetched
+                    .records
                     .first()
                     .is_some_and(|r| r.offset == from)
-                    .then(|| Batch::decode(kind, &records));
-                Ok(Prefetched {
-                    records,
-                    high_watermark,
-                    batch,
-                })
+                    .then(|| Batch::decode(kind, &fetched.records));
+                Ok(Prefetched { fetched, batch })
             });
             self.prefetch = Some((from, task));
         }
@@ -312,6 +343,7 @@ impl PartitionConsumer {
             (Some(client), Some(position)) => (client, position),
             _ => unreachable!("`step` connects and positions before fetching"),
         };
+        let (max_bytes, max_wait) = (self.fetch_bytes, self.context.fetch_max_wait_ms);
         let fetched = match self.prefetch.take() {
             Some((at, task)) if at == position => match task.await {
                 Ok(fetched) => fetched,
@@ -321,24 +353,23 @@ impl PartitionConsumer {
                 if let Some((_, task)) = other {
                     task.abort();
                 }
-                raw_fetch(
-                    client,
-                    position,
-                    self.fetch_bytes,
-                    self.context.fetch_max_wait_ms,
-                    kafka.timeout(),
-                )
-                .await
-                .map(|(records, high_watermark)| Prefetched {
-                    records,
-                    high_watermark,
-                    batch: None,
-                })
+                raw_fetch(client, position, max_bytes, max_wait, kafka.timeout())
+                    .await
+                    .map(|fetched| Prefetched {
+                        fetched,
+                        batch: None,
+                    })
             }
         };
         let Prefetched {
-            mut records,
-            high_watermark,
+            fetched:
+                FetchedRecords {
+                    mut records,
+                    high_watermark,
+                    mut next_offset,
+                    first_offset,
+                    last_stable_offset,
+                },
             mut batch,
         } = match fetched {
             Ok(fetched) => fetched,
@@ -361,16 +392,34 @@ impl PartitionConsumer {
             }
         }
         keep_from(&mut records, position);
-        let skipped_ahead = records.first().is_some_and(|r| r.offset > position);
-        let stuck = records.is_empty() && position < high_watermark;
+        // Kafka answers a fetch from inside a record batch with that whole batch; tansu answers
+        // with the *next* batch, or nothing. Fetch again from where a batch starts so no record
+        // is skipped.
+        // Records at or past the last stable offset (an open transaction's) are not served yet.
+        let skipped_ahead = first_offset.is_some_and(|first| first > position);
+        let stuck = first_offset.is_none()
+            && position
+                < last_stable_offset
+                    .unwrap_or(high_watermark)
+                    .min(high_watermark);
         if skipped_ahead || stuck {
-            // A fetch from inside a record batch: tansu then answers with the *next* batch, or
-            // nothing. Fetch again from where a batch starts so no record is skipped.
-            records = self.fetch_covering(position).await?;
+            let covering = self.fetch_covering(position).await?;
+            (records, next_offset) = (covering.records, covering.next_offset);
             batch = None;
         }
+        // Past the last batch of the answer: transaction markers and aborted records after the
+        // last record are moved past too.
+        let next = next_offset
+            .unwrap_or(position)
+            .max(records.last().map_or(position, |r| r.offset + 1));
         if !records.is_empty() {
-            Ok(Fetched::Records(records, batch))
+            Ok(Fetched::Records {
+                records,
+                batch,
+                next,
+            })
+        } else if next > position {
+            Ok(Fetched::Skipped { to: next })
         } else if position > high_watermark {
             // Some brokers (tansu) never say "out of range": a recreated topic just ends earlier.
             Ok(Fetched::OutOfRange)
@@ -380,9 +429,9 @@ impl PartitionConsumer {
     }
 
     /// Records from `position` on, fetched from a batch boundary at or before it: steps back
-    /// 1, 2, 4, … offsets (down to the earliest) until a fetch covers `position`. A gap that
-    /// remains when fetching from the earliest offset is real (compaction, transaction markers).
-    async fn fetch_covering(&self, position: i64) -> Result<Vec<RecordAndOffset>> {
+    /// 1, 2, 4, … offsets (down to the earliest) until the answer's first batch covers
+    /// `position`. A gap that remains when fetching from the earliest offset is real (compaction).
+    async fn fetch_covering(&self, position: i64) -> Result<FetchedRecords> {
         let client = self.client.as_ref().expect("connected before fetching");
         let timeout = self.context.kafka.timeout()
             + Duration::from_millis(self.context.fetch_max_wait_ms as u64);
@@ -390,15 +439,19 @@ impl PartitionConsumer {
         let mut back = 1;
         loop {
             let from = (position - back).max(earliest);
-            let (mut records, _) = bounded(
+            let mut fetched = bounded(
                 "fetching records",
                 timeout,
-                client.fetch_records(from, 1..self.context.fetch_max_bytes, 1),
+                client.fetch_records_detailed(from, 1..self.context.fetch_max_bytes, 1),
             )
             .await?;
-            keep_from(&mut records, position);
-            if from == earliest || records.first().is_some_and(|r| r.offset == position) {
-                return Ok(records);
+            keep_from(&mut fetched.records, position);
+            // Batches in one answer follow each other: one starting at or before `position`
+            // and an answer reaching past it cover it.
+            let covers = fetched.first_offset.is_some_and(|first| first <= position)
+                && fetched.next_offset.is_some_and(|next| next > position);
+            if from == earliest || covers {
+                return Ok(fetched);
             }
             back = back.saturating_mul(2);
         }
@@ -419,8 +472,8 @@ impl PartitionConsumer {
             None => self.earliest().await?,
             Some(StoredOffset {
                 next,
-                fingerprint: Some(fingerprint),
-            }) if next > 0 => match self.lineage(next - 1, fingerprint).await? {
+                fingerprint: Some((at, fingerprint)),
+            }) => match self.lineage(at, fingerprint).await? {
                 Lineage::Changed => {
                     let earliest = self.earliest().await?;
                     self.warn_recreated(next, earliest);
@@ -428,7 +481,7 @@ impl PartitionConsumer {
                 }
                 Lineage::NotYetThere => {
                     // Checked again once the partition reaches it (see `fetch`).
-                    self.unverified = Some((next - 1, fingerprint));
+                    self.unverified = Some((at, fingerprint));
                     next
                 }
                 Lineage::Same | Lineage::Gone => next,
@@ -444,7 +497,7 @@ impl PartitionConsumer {
 
     /// Whether the record at `offset` is still the one applied there (its fingerprint).
     async fn lineage(&self, offset: i64, fingerprint: i64) -> Result<Lineage> {
-        let records = self.fetch_covering(offset).await?;
+        let records = self.fetch_covering(offset).await?.records;
         Ok(match records.first() {
             Some(first) if first.offset == offset => {
                 if fingerprint_of(&first.record) == fingerprint {
@@ -501,6 +554,58 @@ impl PartitionConsumer {
         Ok(Step::Reset { from, to })
     }
 
+    /// Stores `to` as the next offset when the batches before it held nothing to apply
+    /// (transaction markers, records of aborted transactions).
+    async fn skip_to(&mut self, to: i64) -> Result<Step> {
+        let worker = self.context.kind.name();
+        let topic = self.context.topic.as_str();
+        let partition = self.partition;
+        let expected = self.committed;
+        bounded("storing an offset", self.context.db_timeout, async {
+            let mut client = self.context.pool.get().await?;
+            let tx = client.transaction().await?;
+            if !offsets::advance(&tx, worker, topic, partition, expected, to, None).await? {
+                return Err(Error::OffsetConflict {
+                    worker,
+                    topic: topic.to_owned(),
+                    partition,
+                });
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await?;
+        tracing::debug!(to, "moved past batches with nothing to apply");
+        self.committed = Some(to);
+        self.position = Some(to);
+        self.context
+            .stats
+            .update(partition, |p| p.next_offset = Some(to));
+        Ok(Step::Skipped { to })
+    }
+
+    /// Records without a key, counted when the topic has more than one partition (their
+    /// producer spread one id's updates over partitions, whose order Kafka does not keep);
+    /// warns once per run of the worker.
+    fn count_unkeyed(&self, records: &[RecordAndOffset]) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let partitions = self.context.topic_partitions.load(Relaxed);
+        if partitions <= 1 {
+            return 0;
+        }
+        let unkeyed = records.iter().filter(|r| r.record.key.is_none()).count() as u64;
+        if unkeyed > 0 && !self.context.unkeyed_warned.swap(true, Relaxed) {
+            tracing::warn!(
+                worker = self.context.kind.name(),
+                topic = %self.context.topic,
+                partition = self.partition,
+                partitions,
+                "records without a key on a topic with several partitions: updates to one id may be applied out of order; key them by id (logged once per worker start)"
+            );
+        }
+        unkeyed
+    }
+
     /// Applies a batch, its dead letters and its next offset, all or nothing.
     ///
     /// The batch is first applied as one statement. If PostgreSQL refuses a record in it (a
@@ -510,13 +615,13 @@ impl PartitionConsumer {
         &mut self,
         records: Vec<RecordAndOffset>,
         decoded: Option<Batch>,
+        next: i64,
     ) -> Result<Step> {
         let worker = self.context.kind.name();
         let topic = self.context.topic.as_str();
         let partition = self.partition;
         let last = records.last().expect("a batch is never empty");
-        let next = last.offset + 1;
-        let fingerprint = fingerprint_of(&last.record);
+        let fingerprint = Some((last.offset, fingerprint_of(&last.record)));
         let started = std::time::Instant::now();
         let mut batch = match decoded {
             Some(batch) => batch,
@@ -570,11 +675,13 @@ impl PartitionConsumer {
         self.position = Some(next);
         let invalid = batch.invalid.len() + outcome.rejected;
         let valid = batch.valid - outcome.rejected;
+        let unkeyed = self.count_unkeyed(&records);
         self.context.stats.update(partition, |p| {
             p.next_offset = Some(next);
             p.records_applied += valid as u64;
             p.records_invalid += invalid as u64;
             p.records_dead_lettered += outcome.dead_lettered as u64;
+            p.records_unkeyed += unkeyed;
         });
         let labels = PartitionLabels {
             worker: worker.to_owned(),
@@ -603,7 +710,7 @@ impl PartitionConsumer {
         records: &[RecordAndOffset],
         batch: &mut Batch,
         next: i64,
-        fingerprint: i64,
+        fingerprint: Option<(i64, i64)>,
         isolate: bool,
     ) -> Result<Outcome> {
         let worker = self.context.kind.name();
@@ -715,14 +822,10 @@ impl Drop for PartitionConsumer {
     }
 }
 
-/// What one fetch request returned: the records and the high watermark.
-type RawFetch = (Vec<RecordAndOffset>, i64);
-
-/// A fetch made ahead: its records from the offset asked for on, the high watermark, and the
+/// A fetch made ahead: what it returned (its records from the offset asked for on), and the
 /// records decoded (when they start at that offset).
 struct Prefetched {
-    records: Vec<RecordAndOffset>,
-    high_watermark: i64,
+    fetched: FetchedRecords,
     batch: Option<Batch>,
 }
 
@@ -733,18 +836,27 @@ async fn raw_fetch(
     max_bytes: i32,
     max_wait_ms: i32,
     timeout: Duration,
-) -> Result<RawFetch> {
+) -> Result<FetchedRecords> {
     bounded(
         "fetching records",
         timeout + Duration::from_millis(max_wait_ms as u64),
-        client.fetch_records(position, 1..max_bytes, max_wait_ms),
+        client.fetch_records_detailed(position, 1..max_bytes, max_wait_ms),
     )
     .await
 }
 
 enum Fetched {
-    /// Records from the position on, and their decoded batch if it was decoded ahead.
-    Records(Vec<RecordAndOffset>, Option<Batch>),
+    /// Records from the position on, their decoded batch if it was decoded ahead, and the
+    /// offset to resume from once they are applied (past any markers after them).
+    Records {
+        records: Vec<RecordAndOffset>,
+        batch: Option<Batch>,
+        next: i64,
+    },
+    /// Only batches with nothing to apply (transaction markers, aborted records) up to `to`.
+    Skipped {
+        to: i64,
+    },
     Nothing,
     OutOfRange,
 }
@@ -923,7 +1035,7 @@ fn as_rejection(error: Error) -> Error {
     }
 }
 
-/// Capped exponential backoff with jitter, never giving up.
+/// Capped exponential backoff with jitter, never giving up (listing the partitions).
 fn retry_backoff() -> ExponentialBackoff {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -963,7 +1075,7 @@ mod tests {
                     key: None,
                     value: Some(value.as_bytes().to_vec()),
                     headers: Default::default(),
-                    timestamp: Utc::now(),
+                    timestamp: chrono::Utc::now(),
                 },
                 offset: offset as i64,
             })

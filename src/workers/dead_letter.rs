@@ -62,17 +62,20 @@ impl DeadLetterQueue {
             .map(|letter| {
                 let original = &letter.record.record;
                 let mut headers = original.headers.clone();
-                headers.insert(HEADER_TOPIC.to_owned(), topic.as_bytes().to_vec());
+                headers.insert(HEADER_TOPIC.to_owned(), Some(topic.as_bytes().to_vec()));
                 headers.insert(
                     HEADER_PARTITION.to_owned(),
-                    partition.to_string().into_bytes(),
+                    Some(partition.to_string().into_bytes()),
                 );
                 headers.insert(
                     HEADER_OFFSET.to_owned(),
-                    letter.record.offset.to_string().into_bytes(),
+                    Some(letter.record.offset.to_string().into_bytes()),
                 );
-                headers.insert(HEADER_WORKER.to_owned(), worker.as_bytes().to_vec());
-                headers.insert(HEADER_REASON.to_owned(), letter.reason.clone().into_bytes());
+                headers.insert(HEADER_WORKER.to_owned(), Some(worker.as_bytes().to_vec()));
+                headers.insert(
+                    HEADER_REASON.to_owned(),
+                    Some(letter.reason.clone().into_bytes()),
+                );
                 Record {
                     key: original.key.clone(),
                     value: original.value.clone(),

@@ -3,6 +3,7 @@
 
 pub mod consumer;
 pub mod dead_letter;
+pub mod failures;
 pub mod stats;
 
 use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
@@ -221,6 +222,8 @@ impl WorkerRegistry {
             fetch_max_wait_ms: self.deps.fetch_max_wait_ms,
             batch_metrics: self.deps.batch_metrics.clone(),
             db_timeout: self.deps.db_timeout,
+            topic_partitions: Default::default(),
+            unkeyed_warned: Default::default(),
         });
         let span = tracing::info_span!("worker", worker = kind.name(), topic = %context.topic);
         let task = tokio::spawn(tracing::Instrument::instrument(

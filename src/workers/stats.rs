@@ -18,6 +18,10 @@ pub enum WorkerState {
     Running,
     /// Running, but the last call to Kafka or PostgreSQL failed; retrying with backoff.
     Retrying,
+    /// Running, but a partition holds a record batch that cannot be decoded (a codec rowsync
+    /// lacks, a corrupt batch): that partition stays there (see its `stalled_at_offset`) until
+    /// the batch becomes readable or its offset is reset past it; the others go on.
+    Stalled,
     /// Stopped by an unexpected failure; start it again to retry.
     Failed,
 }
@@ -60,10 +64,21 @@ pub struct PartitionStatus {
     /// Times the stored offset was out of range (or its topic recreated) and consumption
     /// restarted from the earliest offset, since the service started.
     pub offset_resets: u64,
-    /// The last error, if the last attempt failed.
+    /// Records that arrived without a key while the topic has more than one partition, since
+    /// the service started. Order per id holds only within a partition: producers must key
+    /// updates by id.
+    pub records_unkeyed: u64,
+    /// The last error, while the partition is failing (left out once it makes progress again).
     pub last_error: Option<String>,
+    /// When the current run of failures began.
+    pub failing_since: Option<DateTime<Utc>>,
     /// When the last error happened.
     pub last_error_at: Option<DateTime<Utc>>,
+    /// Attempts that failed in a row (0 while healthy).
+    pub failed_attempts: u64,
+    /// Offset of a record batch that cannot be decoded (a codec rowsync lacks, a corrupt
+    /// batch), while the partition is stalled on it. `reset_offsets` past it is the way out.
+    pub stalled_at_offset: Option<i64>,
 }
 
 /// Live counters of one worker; shared by its loops and the API.
@@ -94,7 +109,8 @@ impl WorkerStats {
         }
     }
 
-    /// The worker's state: `retrying` while any partition's last attempt failed.
+    /// The worker's state: `stalled` while any partition is stalled on a batch it cannot decode,
+    /// else `retrying` while any partition's last attempt failed.
     pub fn state(&self) -> WorkerState {
         let inner = self.lock();
         effective_state(&inner)
@@ -147,8 +163,13 @@ impl WorkerStats {
 }
 
 fn effective_state(inner: &Inner) -> WorkerState {
+    let stalled = inner
+        .partitions
+        .values()
+        .any(|p| p.stalled_at_offset.is_some());
     let failing = inner.partitions.values().any(|p| p.last_error.is_some());
     match inner.state {
+        WorkerState::Running if stalled => WorkerState::Stalled,
         WorkerState::Running if failing => WorkerState::Retrying,
         state => state,
     }

@@ -46,6 +46,8 @@ fn upcreate_context(
         fetch_max_wait_ms: 500,
         batch_metrics: rowsync::metrics::Metrics::new().batches(),
         db_timeout: std::time::Duration::from_secs(5),
+        topic_partitions: Default::default(),
+        unkeyed_warned: Default::default(),
     })
 }
 

@@ -24,7 +24,10 @@ async fn dead_letters(
             .record
             .headers
             .iter()
-            .map(|(k, v)| (k.clone(), String::from_utf8(v.clone()).unwrap()))
+            .map(|(k, v)| {
+                let v = v.clone().expect("these dead letters' headers have values");
+                (k.clone(), String::from_utf8(v).unwrap())
+            })
             .collect::<BTreeMap<_, _>>();
         (value, headers)
     })

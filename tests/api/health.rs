@@ -19,7 +19,7 @@ async fn liveness_and_readiness_are_ok_when_every_dependency_answers() {
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.json::<Value>().await.unwrap(),
-        json!({"status": "ok", "checks": {"postgres": "ok", "migrations": "ok", "kafka": "ok"}})
+        json!({"status": "ok", "checks": {"postgres": "ok", "migrations": "ok", "kafka": "ok", "workers": "ok"}})
     );
     // Health checks are not API responses: once a later API call is logged, it is the only record.
     app.get("/api/some_models/").await;

@@ -75,6 +75,7 @@ pub fn fresh_settings() -> Settings {
             kafka_request_timeout_ms: 10_000,
             kafka_fetch_max_bytes: 4 * 1024 * 1024,
             kafka_fetch_max_wait_ms: 500,
+            kafka_compression: None,
         },
         topics: TopicSettings {
             updates_topic: format!("{suffix}.updates"),

@@ -27,8 +27,8 @@ fn records() -> Vec<Record> {
         for key in [None, Some(bytes(n, size))] {
             for value in [None, Some(bytes(n + 1, size))] {
                 for headers in [0, 1, 3] {
-                    let headers: BTreeMap<String, Vec<u8>> = (0..headers)
-                        .map(|h| (format!("header-{h}-{size}"), bytes(h, size.min(200))))
+                    let headers: BTreeMap<String, Option<Vec<u8>>> = (0..headers)
+                        .map(|h| (format!("header-{h}-{size}"), Some(bytes(h, size.min(200)))))
                         .collect();
                     records.push(Record {
                         key: key.clone(),

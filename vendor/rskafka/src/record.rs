@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 pub struct Record {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    pub headers: BTreeMap<String, Vec<u8>>,
+    /// rowsync patch: a header's value may be null (`None`), which is distinct from an empty
+    /// value and is kept as null when the record is produced.
+    pub headers: BTreeMap<String, Option<Vec<u8>>>,
     pub timestamp: DateTime<Utc>,
 }
 
@@ -19,7 +21,7 @@ impl Record {
             + self
                 .headers
                 .iter()
-                .map(|(k, v)| k.len() + v.len())
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
                 .sum::<usize>()
     }
 }
@@ -42,12 +44,16 @@ mod tests {
         let record = Record {
             key: Some(vec![0; 23]),
             value: Some(vec![0; 45]),
-            headers: vec![("a".to_string(), vec![0; 5]), ("b".to_string(), vec![0; 7])]
-                .into_iter()
-                .collect(),
+            headers: vec![
+                ("a".to_string(), Some(vec![0; 5])),
+                ("b".to_string(), Some(vec![0; 7])),
+                ("c".to_string(), None),
+            ]
+            .into_iter()
+            .collect(),
             timestamp: Utc.timestamp_millis_opt(1337).unwrap(),
         };
 
-        assert_eq!(record.approximate_size(), 23 + 45 + 1 + 5 + 1 + 7);
+        assert_eq!(record.approximate_size(), 23 + 45 + 1 + 5 + 1 + 7 + 1);
     }
 }

@@ -94,6 +94,24 @@ pub enum Error {
     #[error("All retries failed: {0}")]
     RetryFailed(#[from] crate::backoff::BackoffError),
 
+    /// rowsync patch: a record batch that the broker sent whole cannot be decoded: an invalid
+    /// magic byte (an old message format), a CRC mismatch, an unknown compression or one this
+    /// build lacks (a `compression-*` feature), or malformed records. Fetching from the same
+    /// offset meets the same batch again.
+    ///
+    /// A fetch fails with this only when no batch before it in the answer reaches the offset
+    /// asked for; otherwise it returns the records before it, and the next fetch (from
+    /// [`FetchedRecords::next_offset`](crate::client::partition::FetchedRecords::next_offset))
+    /// meets it first.
+    #[error("Cannot decode record batch at offset {base_offset}: {source}")]
+    UndecodableBatch {
+        /// The batch's first offset (`-1` if unknown).
+        base_offset: i64,
+
+        /// Why the batch cannot be decoded.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error("Timeout")]
     Timeout,
 }

@@ -25,6 +25,7 @@ use crate::{
 };
 use chrono::{DateTime, LocalResult, TimeZone, Utc};
 use std::{
+    collections::HashSet,
     ops::{ControlFlow, Deref, Range},
     sync::Arc,
 };
@@ -99,6 +100,36 @@ pub enum OffsetAt {
     /// semi-defined, unintuitive (even within Apache Kafka) and inconsistent between Apache Kafka and Redpanda. Mostly it
     /// offers timestamp based querying with millisecond precision.
     Timestamp(DateTime<Utc>),
+}
+
+/// rowsync patch: what [`PartitionClient::fetch_records_detailed`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedRecords {
+    /// Records at or after `offset`, in offset order; control batches and aborted transactions left out.
+    pub records: Vec<RecordAndOffset>,
+
+    /// The partition's high watermark.
+    pub high_watermark: i64,
+
+    /// The partition's last stable offset: every transaction before it is decided. A fetch (which
+    /// asks for `READ_COMMITTED`) gets nothing at or past it, so while a transaction is open an
+    /// empty answer below the high watermark is normal. `None` if the broker did not say.
+    pub last_stable_offset: Option<i64>,
+
+    /// The base offset of the first record batch in the answer, whether or not it reaches
+    /// `offset` (control batches and batches of aborted transactions included); `None` when the
+    /// answer held no batch. A fetch from inside a batch gets that whole batch from Kafka, so
+    /// this is at or before `offset`; a broker that answers with a later batch shows here.
+    pub first_offset: Option<i64>,
+
+    /// One past the last offset of the last record batch in the answer that reaches `offset`
+    /// (`base_offset + last_offset_delta + 1`), counting control batches and batches of aborted
+    /// transactions; `None` when the answer held no such batch.
+    ///
+    /// The next fetch should start here: it may be past the last record returned (a transaction
+    /// marker, an aborted transaction, records removed by compaction), and it moves on even when
+    /// `records` is empty.
+    pub next_offset: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -230,17 +261,40 @@ impl PartitionClient {
     ///
     /// Returns the records, and the current high watermark.
     ///
+    /// Records of aborted transactions and control batches (transaction markers) are left out, so
+    /// the last record returned may lie before where the next fetch should start: use
+    /// [`fetch_records_detailed`](Self::fetch_records_detailed) to learn that offset.
+    ///
     ///
     /// # Error Handling
     /// Fetching records outside the range known the to broker (marked by low and high watermark) will lead to a
     /// [`ServerError`](Error::ServerError) with [`OffsetOutOfRange`](ProtocolError::OffsetOutOfRange). You may use
     /// [`get_offset`](Self::get_offset) to determine the offset range.
+    ///
+    /// A record batch that cannot be decoded leads to [`UndecodableBatch`](Error::UndecodableBatch) once it is the
+    /// first batch of the answer that reaches `offset`; the records of the batches before it are returned first.
     pub async fn fetch_records(
         &self,
         offset: i64,
         bytes: Range<i32>,
         max_wait_ms: i32,
     ) -> Result<(Vec<RecordAndOffset>, i64)> {
+        let fetched = self
+            .fetch_records_detailed(offset, bytes, max_wait_ms)
+            .await?;
+        Ok((fetched.records, fetched.high_watermark))
+    }
+
+    /// Like fetch_records, and also says where the next fetch should start.
+    ///
+    /// rowsync patch. See [`FetchedRecords::next_offset`]; errors are those of
+    /// [`fetch_records`](Self::fetch_records).
+    pub async fn fetch_records_detailed(
+        &self,
+        offset: i64,
+        bytes: Range<i32>,
+        max_wait_ms: i32,
+    ) -> Result<FetchedRecords> {
         let request = &build_fetch_request(offset, bytes, max_wait_ms, self.partition, &self.topic);
 
         let partition = maybe_retry(
@@ -264,9 +318,11 @@ impl PartitionClient {
         )
         .await?;
 
-        let records = extract_records(partition.records.0, offset)?;
-
-        Ok((records, partition.high_watermark.0))
+        extract_records(
+            partition,
+            request.isolation_level.unwrap_or_default(),
+            offset,
+        )
     }
 
     /// Get offset for this partition.
@@ -833,71 +889,157 @@ fn process_fetch_response(
     Ok(response_partition)
 }
 
+/// Producer id of batches written without one (Kafka's `RecordBatch.NO_PRODUCER_ID`).
+const NO_PRODUCER_ID: i64 = -1;
+
+/// Turns a fetch answer into what a reader at `request_offset` sees, as Kafka's Java consumer
+/// does (`CompletedFetch`): control batches never yield records; with `READ_COMMITTED` the
+/// batches of aborted transactions are left out, found through the answer's aborted-transaction
+/// list; records before `request_offset` (in a batch that starts before it) are left out.
+///
+/// rowsync patch: upstream ignored the aborted-transaction list and said nothing of where the
+/// next fetch starts.
 fn extract_records(
-    partition_records: Vec<RecordBatch>,
+    partition: FetchResponsePartition,
+    isolation_level: IsolationLevel,
     request_offset: i64,
-) -> Result<Vec<RecordAndOffset>> {
-    let mut records = vec![];
+) -> Result<FetchedRecords> {
+    let FetchedBatches {
+        batches,
+        undecodable,
+    } = partition.records;
 
-    for batch in partition_records {
-        match batch.records {
-            ControlBatchOrRecords::ControlBatch(_) => {
-                // ignore
+    // Aborted transactions in the order they started: each one's producer joins
+    // `aborted_producers` once the batches reach its first offset, and leaves at its abort marker.
+    // Only a `READ_COMMITTED` request gets (and heeds) the list.
+    let mut aborted_transactions = match isolation_level {
+        IsolationLevel::ReadCommitted => partition.aborted_transactions,
+        IsolationLevel::ReadUncommitted => vec![],
+    };
+    aborted_transactions.sort_by_key(|transaction| transaction.first_offset.0);
+    let mut aborted_transactions = aborted_transactions.into_iter().peekable();
+    let mut aborted_producers = HashSet::new();
+
+    let mut fetched = FetchedRecords {
+        records: vec![],
+        high_watermark: partition.high_watermark.0,
+        last_stable_offset: partition.last_stable_offset.map(|offset| offset.0),
+        first_offset: batches.first().map(|batch| batch.base_offset),
+        next_offset: None,
+    };
+    for batch in batches {
+        let last_offset = batch
+            .base_offset
+            .saturating_add(i64::from(batch.last_offset_delta));
+        let next_offset = (last_offset >= request_offset).then(|| last_offset.saturating_add(1));
+
+        if batch.producer_id > NO_PRODUCER_ID {
+            while let Some(transaction) =
+                aborted_transactions.next_if(|t| t.first_offset.0 <= last_offset)
+            {
+                aborted_producers.insert(transaction.producer_id.0);
             }
-            ControlBatchOrRecords::Records(protocol_records) => {
-                records.reserve(protocol_records.len());
-
-                for record in protocol_records {
-                    let offset = batch.base_offset + record.offset_delta as i64;
-                    if offset < request_offset {
-                        // Kafka does not split record batches on the server side, so we need to do this filtering on
-                        // the client side
-                        continue;
-                    }
-
-                    let timestamp_millis =
-                        match batch.first_timestamp.checked_add(record.timestamp_delta) {
-                            Some(ts) => ts,
-                            None => {
-                                return Err(Error::InvalidResponse(format!(
-                                    "Timestamp overflow (first_timestamp={}, delta={}",
-                                    batch.first_timestamp, record.timestamp_delta
-                                )));
-                            }
-                        };
-                    let timestamp = match Utc.timestamp_millis_opt(timestamp_millis) {
-                        LocalResult::None => {
-                            return Err(Error::InvalidResponse(format!(
-                                "Not a valid timestamp ({timestamp_millis})"
-                            )));
-                        }
-                        LocalResult::Single(ts) => ts,
-                        LocalResult::Ambiguous(a, b) => {
-                            return Err(Error::InvalidResponse(format!(
-                                "Ambiguous timestamp ({timestamp_millis}): {a} or {b}"
-                            )));
-                        }
-                    };
-
-                    records.push(RecordAndOffset {
-                        record: Record {
-                            key: record.key,
-                            value: record.value,
-                            headers: record
-                                .headers
-                                .into_iter()
-                                .map(|header| (header.key, header.value))
-                                .collect(),
-                            timestamp,
-                        },
-                        offset,
-                    })
-                }
+            if matches!(
+                batch.records,
+                ControlBatchOrRecords::ControlBatch(ControlBatchRecord::Abort)
+            ) {
+                aborted_producers.remove(&batch.producer_id);
+            } else if batch.is_transactional && aborted_producers.contains(&batch.producer_id) {
+                fetched.next_offset = fetched.next_offset.max(next_offset);
+                continue;
             }
         }
+
+        let base_offset = batch.base_offset;
+        let before = fetched.records.len();
+        if let Err(source) = push_records(&mut fetched.records, batch, request_offset) {
+            fetched.records.truncate(before);
+            return stop_at_undecodable(fetched, base_offset, source.into());
+        }
+        fetched.next_offset = fetched.next_offset.max(next_offset);
     }
 
-    Ok(records)
+    match undecodable {
+        Some(UndecodableBatch { base_offset, error }) => {
+            stop_at_undecodable(fetched, base_offset, Box::new(error))
+        }
+        None => Ok(fetched),
+    }
+}
+
+/// What a fetch answer that reached an undecodable batch yields: the records before it, or the
+/// error when nothing before it reaches the offset asked for (the batch blocks the reader).
+fn stop_at_undecodable(
+    fetched: FetchedRecords,
+    base_offset: i64,
+    source: Box<dyn std::error::Error + Send + Sync>,
+) -> Result<FetchedRecords> {
+    match fetched.next_offset {
+        Some(_) => Ok(fetched),
+        None => Err(Error::UndecodableBatch {
+            base_offset,
+            source,
+        }),
+    }
+}
+
+/// Appends the records of `batch` at or after `request_offset` (none for a control batch); fails
+/// on a timestamp that cannot be represented, leaving the records pushed so far.
+fn push_records(
+    records: &mut Vec<RecordAndOffset>,
+    batch: RecordBatch,
+    request_offset: i64,
+) -> Result<(), String> {
+    let ControlBatchOrRecords::Records(protocol_records) = batch.records else {
+        return Ok(());
+    };
+    records.reserve(protocol_records.len());
+
+    for record in protocol_records {
+        let offset = batch.base_offset + record.offset_delta as i64;
+        if offset < request_offset {
+            // Kafka does not split record batches on the server side, so we need to do this filtering on
+            // the client side
+            continue;
+        }
+
+        let timestamp_millis = match batch.first_timestamp.checked_add(record.timestamp_delta) {
+            Some(ts) => ts,
+            None => {
+                return Err(format!(
+                    "Timestamp overflow (first_timestamp={}, delta={}",
+                    batch.first_timestamp, record.timestamp_delta
+                ));
+            }
+        };
+        let timestamp = match Utc.timestamp_millis_opt(timestamp_millis) {
+            LocalResult::None => {
+                return Err(format!("Not a valid timestamp ({timestamp_millis})"));
+            }
+            LocalResult::Single(ts) => ts,
+            LocalResult::Ambiguous(a, b) => {
+                return Err(format!(
+                    "Ambiguous timestamp ({timestamp_millis}): {a} or {b}"
+                ));
+            }
+        };
+
+        records.push(RecordAndOffset {
+            record: Record {
+                key: record.key,
+                value: record.value,
+                headers: record
+                    .headers
+                    .into_iter()
+                    .map(|header| (header.key, header.value))
+                    .collect(),
+                timestamp,
+            },
+            offset,
+        })
+    }
+
+    Ok(())
 }
 
 fn build_list_offsets_request(partition: i32, topic: &str, at: OffsetAt) -> ListOffsetsRequest {
@@ -1045,5 +1187,368 @@ fn process_delete_records_response(
             is_virtual: false,
         }),
         None => Ok(response_partition),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use assert_matches::assert_matches;
+
+    use super::*;
+    use crate::protocol::{
+        api_version::ApiVersion,
+        messages::{ReadVersionedType, RequestBody},
+        traits::{ReadType, WriteType},
+    };
+
+    const TOPIC: &str = "topic";
+    const PARTITION: i32 = 3;
+    const HIGH_WATERMARK: i64 = 100;
+    const LAST_STABLE_OFFSET: i64 = 90;
+    const TIMESTAMP: i64 = 1_700_000_000_000;
+
+    /// A batch of records `first..=last`, each valued with its offset and carrying a null-valued
+    /// header, by `producer_id` ([`NO_PRODUCER_ID`] for none), encoded as Kafka stores it.
+    fn data(first: i64, last: i64, producer_id: i64, transactional: bool) -> Vec<u8> {
+        let records = (first..=last)
+            .map(|offset| ProtocolRecord {
+                timestamp_delta: 0,
+                offset_delta: (offset - first) as i32,
+                key: None,
+                value: Some(offset.to_string().into_bytes()),
+                headers: vec![RecordHeader {
+                    key: "null".to_owned(),
+                    value: None,
+                }],
+            })
+            .collect();
+        let has_producer = producer_id != NO_PRODUCER_ID;
+        let batch = RecordBatch {
+            base_offset: first,
+            partition_leader_epoch: 0,
+            last_offset_delta: (last - first) as i32,
+            first_timestamp: TIMESTAMP,
+            max_timestamp: TIMESTAMP,
+            producer_id,
+            producer_epoch: if has_producer { 0 } else { -1 },
+            base_sequence: if has_producer { 0 } else { -1 },
+            records: ControlBatchOrRecords::Records(records),
+            compression: RecordBatchCompression::NoCompression,
+            is_transactional: transactional,
+            timestamp_type: RecordBatchTimestampType::CreateTime,
+        };
+        let mut buf = vec![];
+        batch.write(&mut buf).unwrap();
+        buf
+    }
+
+    /// A transaction marker at `offset`, byte by byte as Kafka's broker writes it
+    /// (`MemoryRecords.withEndTransactionMarker`).
+    fn marker(offset: i64, producer_id: i64, commit: bool) -> Vec<u8> {
+        let mut body = vec![];
+        body.extend_from_slice(&0x30_i16.to_be_bytes()); // attributes: control, transactional
+        body.extend_from_slice(&0_i32.to_be_bytes()); // lastOffsetDelta
+        body.extend_from_slice(&TIMESTAMP.to_be_bytes()); // firstTimestamp
+        body.extend_from_slice(&TIMESTAMP.to_be_bytes()); // maxTimestamp
+        body.extend_from_slice(&producer_id.to_be_bytes());
+        body.extend_from_slice(&0_i16.to_be_bytes()); // producerEpoch
+        body.extend_from_slice(&(-1_i32).to_be_bytes()); // baseSequence: none
+        body.extend_from_slice(&1_i32.to_be_bytes()); // one record
+        let t = u8::from(commit); // control record type: 0 = abort, 1 = commit
+        body.extend_from_slice(&[
+            0x20, // record length 16
+            0x00, // attributes
+            0x00, // timestampDelta
+            0x00, // offsetDelta
+            0x08, 0x00, 0x00, 0x00, t, // key: length 4, version 0, type
+            0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, // value: length 6, version 0, epoch 5
+            0x00, // no headers
+        ]);
+
+        let mut batch = vec![];
+        batch.extend_from_slice(&offset.to_be_bytes()); // baseOffset
+        let len = 4 + 1 + 4 + body.len(); // partitionLeaderEpoch, magic, crc, body
+        batch.extend_from_slice(&(len as i32).to_be_bytes());
+        batch.extend_from_slice(&0_i32.to_be_bytes()); // partitionLeaderEpoch
+        batch.push(2); // magic
+        batch.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        batch.extend_from_slice(&body);
+        batch
+    }
+
+    /// A Fetch v4 response for [`TOPIC`]/[`PARTITION`] as Kafka encodes it, with the aborted
+    /// transactions `(producer_id, first_offset)` and the record batches given.
+    fn response(aborted_transactions: &[(i64, i64)], batches: &[Vec<u8>]) -> Vec<u8> {
+        let records = batches.concat();
+        let mut buf = vec![];
+        buf.extend_from_slice(&0_i32.to_be_bytes()); // throttle_time_ms
+        buf.extend_from_slice(&1_i32.to_be_bytes()); // topics
+        buf.extend_from_slice(&(TOPIC.len() as i16).to_be_bytes());
+        buf.extend_from_slice(TOPIC.as_bytes());
+        buf.extend_from_slice(&1_i32.to_be_bytes()); // partitions
+        buf.extend_from_slice(&PARTITION.to_be_bytes());
+        buf.extend_from_slice(&0_i16.to_be_bytes()); // error_code
+        buf.extend_from_slice(&HIGH_WATERMARK.to_be_bytes());
+        buf.extend_from_slice(&LAST_STABLE_OFFSET.to_be_bytes());
+        buf.extend_from_slice(&(aborted_transactions.len() as i32).to_be_bytes());
+        for (producer_id, first_offset) in aborted_transactions {
+            buf.extend_from_slice(&producer_id.to_be_bytes());
+            buf.extend_from_slice(&first_offset.to_be_bytes());
+        }
+        buf.extend_from_slice(&(records.len() as i32).to_be_bytes());
+        buf.extend_from_slice(&records);
+        buf
+    }
+
+    /// What [`PartitionClient::fetch_records_detailed`] makes of `response` to a fetch from
+    /// `offset`: the same request, parsing and extraction, without a broker.
+    fn fetch(offset: i64, response: Vec<u8>) -> Result<FetchedRecords> {
+        let request = build_fetch_request(offset, 1..1_000_000, 1, PARTITION, TOPIC);
+        let len = response.len() as u64;
+        let mut response = Cursor::new(response);
+        let parsed =
+            FetchResponse::read_versioned(&mut response, FetchRequest::API_VERSION_RANGE.max())
+                .unwrap();
+        assert_eq!(response.position(), len);
+        let partition = process_fetch_response(PARTITION, TOPIC, parsed, offset)?;
+        extract_records(
+            partition,
+            request.isolation_level.unwrap_or_default(),
+            offset,
+        )
+    }
+
+    fn offsets(fetched: &FetchedRecords) -> Vec<i64> {
+        fetched
+            .records
+            .iter()
+            .map(|record| {
+                let value = record.record.value.as_deref().unwrap();
+                assert_eq!(value, record.offset.to_string().as_bytes());
+                record.offset
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fetches_ask_for_read_committed() {
+        let request = build_fetch_request(0, 1..2, 1, PARTITION, TOPIC);
+        assert_matches!(request.isolation_level, Some(IsolationLevel::ReadCommitted));
+        assert_eq!(FetchRequest::API_VERSION_RANGE.max(), ApiVersion(Int16(4)));
+    }
+
+    /// Producers 1, 2 and 3 write transactions around plain batches; producer 1's aborted
+    /// transaction began at offset 0, before the fetched range.
+    fn interleaved_transactions() -> Vec<u8> {
+        let (p1, p2, p3, idempotent) = (1, 2, 3, 4);
+        response(
+            // out of order, as nothing promises the broker's order
+            &[(p3, 25), (p1, 0), (p3, 16)],
+            &[
+                data(10, 11, p1, true),              // aborted (since 0)
+                data(12, 12, NO_PRODUCER_ID, false), // plain
+                data(13, 14, p2, true),              // committed at 18
+                marker(15, p1, false),               // p1 aborts
+                data(16, 17, p3, true),              // aborted at 23
+                marker(18, p2, true),                // p2 commits
+                data(19, 20, p1, true),              // p1 again, committed at 24
+                data(21, 21, p3, true),              // aborted at 23
+                data(22, 22, idempotent, false),     // a producer id, no transaction
+                marker(23, p3, false),               // p3 aborts
+                marker(24, p1, true),                // p1 commits
+                data(25, 26, p3, true),              // p3 again, aborted at 27
+                marker(27, p3, false),               // p3 aborts
+                data(28, 28, p2, true),              // p2 again, committed at 29
+                marker(29, p2, true),                // p2 commits
+            ],
+        )
+    }
+
+    #[test]
+    fn aborted_transactions_are_left_out_as_kafkas_consumer_does() {
+        let fetched = fetch(10, interleaved_transactions()).unwrap();
+        assert_eq!(offsets(&fetched), vec![12, 13, 14, 19, 20, 22, 28]);
+        assert_eq!(fetched.next_offset, Some(30));
+        assert_eq!(fetched.high_watermark, HIGH_WATERMARK);
+        assert_eq!(fetched.last_stable_offset, Some(LAST_STABLE_OFFSET));
+
+        // from inside the answer: the same transactions, seen from offset 20 on
+        let fetched = fetch(20, interleaved_transactions()).unwrap();
+        assert_eq!(offsets(&fetched), vec![20, 22, 28]);
+        assert_eq!(fetched.next_offset, Some(30));
+    }
+
+    #[test]
+    fn read_uncommitted_keeps_aborted_transactions() {
+        let response = interleaved_transactions();
+        let parsed = FetchResponse::read_versioned(
+            &mut Cursor::new(response),
+            FetchRequest::API_VERSION_RANGE.max(),
+        )
+        .unwrap();
+        let partition = process_fetch_response(PARTITION, TOPIC, parsed, 10).unwrap();
+        let fetched = extract_records(partition, IsolationLevel::ReadUncommitted, 10).unwrap();
+        assert_eq!(
+            offsets(&fetched),
+            vec![10, 11, 12, 13, 14, 16, 17, 19, 20, 21, 22, 25, 26, 28]
+        );
+        assert_eq!(fetched.next_offset, Some(30));
+    }
+
+    #[test]
+    fn next_offset_passes_a_lone_commit_marker() {
+        let fetched = fetch(5, response(&[], &[marker(5, 1, true)])).unwrap();
+        assert_eq!(offsets(&fetched), Vec::<i64>::new());
+        assert_eq!(fetched.first_offset, Some(5));
+        assert_eq!(fetched.next_offset, Some(6));
+    }
+
+    #[test]
+    fn next_offset_passes_an_aborted_batch_and_its_marker() {
+        let fetched = fetch(
+            5,
+            response(&[(1, 5)], &[data(5, 7, 1, true), marker(8, 1, false)]),
+        )
+        .unwrap();
+        assert_eq!(offsets(&fetched), Vec::<i64>::new());
+        assert_eq!(fetched.next_offset, Some(9));
+    }
+
+    #[test]
+    fn next_offset_passes_the_marker_after_records() {
+        let fetched = fetch(5, response(&[], &[data(5, 6, 1, true), marker(7, 1, true)])).unwrap();
+        assert_eq!(offsets(&fetched), vec![5, 6]);
+        assert_eq!(fetched.next_offset, Some(8));
+    }
+
+    #[test]
+    fn next_offset_counts_a_batch_that_starts_before_the_offset() {
+        let fetched = fetch(7, response(&[], &[data(5, 9, NO_PRODUCER_ID, false)])).unwrap();
+        assert_eq!(offsets(&fetched), vec![7, 8, 9]);
+        assert_eq!(fetched.first_offset, Some(5));
+        assert_eq!(fetched.next_offset, Some(10));
+
+        // a marker for a transaction that began before the offset
+        let fetched = fetch(
+            7,
+            response(&[(1, 5)], &[data(5, 9, 1, true), marker(10, 1, false)]),
+        )
+        .unwrap();
+        assert_eq!(offsets(&fetched), Vec::<i64>::new());
+        assert_eq!(fetched.next_offset, Some(11));
+    }
+
+    #[test]
+    fn first_offset_shows_an_answer_that_starts_after_the_offset() {
+        // what tansu answers to a fetch from inside a batch: the next batch
+        let fetched = fetch(6, response(&[], &[data(8, 9, NO_PRODUCER_ID, false)])).unwrap();
+        assert_eq!(offsets(&fetched), vec![8, 9]);
+        assert_eq!(fetched.first_offset, Some(8));
+        assert_eq!(fetched.next_offset, Some(10));
+    }
+
+    #[test]
+    fn next_offset_is_none_without_a_batch() {
+        let fetched = fetch(5, response(&[], &[])).unwrap();
+        assert_eq!(fetched.records, vec![]);
+        assert_eq!(fetched.first_offset, None);
+        assert_eq!(fetched.next_offset, None);
+
+        // a batch cut off by the size limit is not there yet
+        let batch = data(5, 6, NO_PRODUCER_ID, false);
+        let cut = batch[..batch.len() - 1].to_vec();
+        let fetched = fetch(5, response(&[], &[cut])).unwrap();
+        assert_eq!(fetched.first_offset, None);
+        assert_eq!(fetched.next_offset, None);
+    }
+
+    #[test]
+    fn null_header_values_reach_the_record_as_none() {
+        let fetched = fetch(5, response(&[], &[data(5, 5, NO_PRODUCER_ID, false)])).unwrap();
+        let headers = &fetched.records[0].record.headers;
+        assert_eq!(headers.get("null"), Some(&None));
+    }
+
+    #[test]
+    fn an_undecodable_batch_is_an_error_once_nothing_precedes_it() {
+        let mut corrupt = data(7, 8, NO_PRODUCER_ID, false);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0x01; // CRC mismatch
+        let answer = || {
+            response(
+                &[],
+                &[
+                    data(5, 6, NO_PRODUCER_ID, false),
+                    corrupt.clone(),
+                    data(9, 9, NO_PRODUCER_ID, false),
+                ],
+            )
+        };
+
+        // the records before it first, and where it starts
+        let fetched = fetch(5, answer()).unwrap();
+        assert_eq!(offsets(&fetched), vec![5, 6]);
+        assert_eq!(fetched.next_offset, Some(7));
+
+        // then the batch itself
+        let err = fetch(7, response(&[], &[corrupt.clone()])).unwrap_err();
+        assert_matches!(err, Error::UndecodableBatch { base_offset: 7, .. });
+        assert!(err.to_string().contains("CRC error"), "{err}");
+
+        // also when a batch before it ends before the offset asked for
+        let err = fetch(7, answer()).unwrap_err();
+        assert_matches!(err, Error::UndecodableBatch { base_offset: 7, .. });
+    }
+
+    #[test]
+    fn a_batch_with_an_unknown_compression_is_undecodable() {
+        let mut batch = data(5, 6, NO_PRODUCER_ID, false);
+        batch[22] |= 0x7; // attributes: compression 7
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+
+        let err = fetch(5, response(&[], &[batch])).unwrap_err();
+        assert_matches!(err, Error::UndecodableBatch { base_offset: 5, .. });
+        assert_eq!(
+            err.to_string(),
+            "Cannot decode record batch at offset 5: Malformed data: Invalid compression type: 7"
+        );
+    }
+
+    #[test]
+    fn an_lz4_batch_is_undecodable_without_the_codec_or_when_corrupt() {
+        let mut batch = data(5, 6, NO_PRODUCER_ID, false);
+        batch[22] |= 0x3; // attributes: lz4, but the records are not compressed
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+
+        let err = fetch(5, response(&[], &[batch])).unwrap_err();
+        assert_matches!(err, Error::UndecodableBatch { base_offset: 5, .. });
+        #[cfg(not(feature = "compression-lz4"))]
+        assert_eq!(
+            err.to_string(),
+            "Cannot decode record batch at offset 5: Malformed data: Unimplemented compression: Lz4"
+        );
+    }
+
+    #[test]
+    fn a_timestamp_out_of_range_makes_its_batch_undecodable() {
+        let batch = RecordBatch::read(&mut Cursor::new(data(5, 6, NO_PRODUCER_ID, false))).unwrap();
+        let batch = RecordBatch {
+            first_timestamp: i64::MAX,
+            ..batch
+        };
+        let mut buf = vec![];
+        batch.write(&mut buf).unwrap();
+        let answer = response(&[], &[data(3, 4, NO_PRODUCER_ID, false), buf]);
+
+        let fetched = fetch(3, answer.clone()).unwrap();
+        assert_eq!(offsets(&fetched), vec![3, 4]);
+        assert_eq!(fetched.next_offset, Some(5));
+
+        let err = fetch(5, answer).unwrap_err();
+        assert_matches!(err, Error::UndecodableBatch { base_offset: 5, .. });
     }
 }

@@ -80,7 +80,7 @@
 //!     key: None,
 //!     value: Some(b"hello kafka".to_vec()),
 //!     headers: BTreeMap::from([
-//!         ("foo".to_owned(), b"bar".to_vec()),
+//!         ("foo".to_owned(), Some(b"bar".to_vec())),
 //!     ]),
 //!     timestamp: Utc.timestamp_millis(42),
 //! };
@@ -154,7 +154,7 @@
 //!                 key: None,
 //!                 value: Some(data),
 //!                 headers: BTreeMap::from([
-//!                     ("foo".to_owned(), b"bar".to_vec()),
+//!                     ("foo".to_owned(), Some(b"bar".to_vec())),
 //!                 ]),
 //!                 timestamp: Utc.timestamp_millis(42),
 //!             },

@@ -812,26 +812,79 @@ where
     R: Read,
 {
     fn read(reader: &mut R) -> Result<Self, ReadError> {
+        // rowsync patch: read as a fetch response's batches are, failing on an undecodable one.
+        let FetchedBatches {
+            batches,
+            undecodable,
+        } = FetchedBatches::read(reader)?;
+        match undecodable {
+            Some(undecodable) => Err(undecodable.error),
+            None => Ok(Self(batches)),
+        }
+    }
+}
+
+/// rowsync patch: the record batches of a fetch response, read as far as they can be decoded, so
+/// that the batches before one that cannot be decoded still reach the caller, and the caller
+/// learns which batch that is.
+///
+/// Encoded like [`Records`].
+#[derive(Debug)]
+pub struct FetchedBatches {
+    /// The batches before the first one that cannot be decoded (all of them if there is none),
+    /// in the order the broker sent them; a batch cut off at the end of the data is left out.
+    pub batches: Vec<RecordBatch>,
+
+    /// The first batch that cannot be decoded, if any; the data after it is not read.
+    pub undecodable: Option<UndecodableBatch>,
+}
+
+/// rowsync patch: a record batch whose bytes arrived whole but cannot be decoded (invalid magic,
+/// CRC mismatch, unknown or unsupported compression, malformed records).
+#[derive(Debug)]
+pub struct UndecodableBatch {
+    /// The batch's first offset.
+    pub base_offset: i64,
+
+    /// Why it cannot be decoded.
+    pub error: ReadError,
+}
+
+impl<R> ReadType<R> for FetchedBatches
+where
+    R: Read,
+{
+    fn read(reader: &mut R) -> Result<Self, ReadError> {
         let buf = NullableBytes::read(reader)?.0.unwrap_or_default();
         let len = u64::try_from(buf.len())?;
         let mut buf = Cursor::new(buf);
 
         let mut batches = vec![];
+        let mut undecodable = None;
         while buf.position() < len {
+            let start = buf.position() as usize;
             let batch = match RecordBatch::read(&mut buf) {
                 Ok(batch) => batch,
                 Err(ReadError::IO(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     // Record batch got cut off, likely due to `FetchRequest::max_bytes`.
                     break;
                 }
-                Err(e) => {
-                    return Err(e);
+                Err(error) => {
+                    // A batch starts with its base offset, read before anything could fail.
+                    let base_offset = buf.get_ref()[start..]
+                        .first_chunk::<8>()
+                        .map_or(-1, |bytes| i64::from_be_bytes(*bytes));
+                    undecodable = Some(UndecodableBatch { base_offset, error });
+                    break;
                 }
             };
             batches.push(batch);
         }
 
-        Ok(Self(batches))
+        Ok(Self {
+            batches,
+            undecodable,
+        })
     }
 }
 
@@ -842,12 +895,8 @@ where
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
         // TODO: it would be nice if we could avoid the copy here by writing the records and then seeking back.
         // rowsync patch: sized up front, so that large batches are not copied on every doubling.
-        let mut buf = Vec::with_capacity(
-            self.0
-                .iter()
-                .map(RecordBatch::encoded_len_hint_whole)
-                .sum(),
-        );
+        let mut buf =
+            Vec::with_capacity(self.0.iter().map(RecordBatch::encoded_len_hint_whole).sum());
         for record in &self.0 {
             record.write(&mut buf)?;
         }
@@ -1123,6 +1172,39 @@ mod tests {
 
         let records = Records::read(&mut Cursor::new(buf)).unwrap();
         assert_eq!(records.0, vec![batch_1]);
+    }
+
+    /// rowsync patch: a batch that arrived whole but cannot be decoded stops the reading there,
+    /// keeping the batches before it and saying which batch it is.
+    #[test]
+    fn test_fetched_batches_undecodable() {
+        let mut buf = vec![];
+        record_batch(1).write(&mut buf).unwrap();
+        let start = buf.len();
+        record_batch(2).write(&mut buf).unwrap();
+        let last = buf.len() - 1;
+        buf[last] ^= 0x01; // CRC mismatch
+        record_batch(3).write(&mut buf).unwrap();
+
+        let mut data = vec![];
+        NullableBytes(Some(buf.clone())).write(&mut data).unwrap();
+        let fetched = FetchedBatches::read(&mut Cursor::new(data.clone())).unwrap();
+        assert_eq!(fetched.batches, vec![record_batch(1)]);
+        let undecodable = fetched.undecodable.unwrap();
+        assert_eq!(undecodable.base_offset, 2);
+        assert_matches!(undecodable.error, ReadError::Malformed(_));
+
+        let err = Records::read(&mut Cursor::new(data)).unwrap_err();
+        assert_matches!(err, ReadError::Malformed(_));
+
+        // cut off inside the undecodable batch: nothing to say about it
+        let mut data = vec![];
+        NullableBytes(Some(buf[..start + 20].to_vec()))
+            .write(&mut data)
+            .unwrap();
+        let fetched = FetchedBatches::read(&mut Cursor::new(data)).unwrap();
+        assert_eq!(fetched.batches, vec![record_batch(1)]);
+        assert!(fetched.undecodable.is_none());
     }
 
     fn record_batch(base_offset: i64) -> RecordBatch {

@@ -40,7 +40,9 @@ use super::{
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct RecordHeader {
     pub key: String,
-    pub value: Vec<u8>,
+    /// rowsync patch: `None` is a null value (length -1), which Kafka allows and other clients
+    /// write; it is kept distinct from an empty value.
+    pub value: Option<Vec<u8>>,
 }
 
 impl<R> ReadType<R> for RecordHeader
@@ -56,11 +58,7 @@ where
         let key = String::from_utf8(buf.into()).map_err(|e| ReadError::Malformed(Box::new(e)))?;
 
         // value
-        let len = Varint::read(reader)?;
-        let len = usize::try_from(len.0).map_err(|e| ReadError::Malformed(Box::new(e)))?;
-        let mut value = VecBuilder::new(len);
-        value = value.read_exact(reader)?;
-        let value = value.into();
+        let value = read_nullable_bytes(reader)?;
 
         Ok(Self { key, value })
     }
@@ -77,12 +75,43 @@ where
         writer.write_all(self.key.as_bytes())?;
 
         // value
-        let l = i32::try_from(self.value.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?;
-        Varint(l).write(writer)?;
-        writer.write_all(&self.value)?;
+        write_nullable_bytes(writer, self.value.as_deref())?;
 
         Ok(())
     }
+}
+
+/// rowsync patch: reads a varint length and that many bytes; length -1 is null.
+fn read_nullable_bytes<R>(reader: &mut R) -> Result<Option<Vec<u8>>, ReadError>
+where
+    R: Read,
+{
+    let len = Varint::read(reader)?.0;
+    if len == -1 {
+        return Ok(None);
+    }
+    let len = usize::try_from(len).map_err(|e| ReadError::Malformed(Box::new(e)))?;
+    let mut bytes = VecBuilder::new(len);
+    bytes = bytes.read_exact(reader)?;
+    Ok(Some(bytes.into()))
+}
+
+/// rowsync patch: writes a varint length and the bytes; null is length -1.
+fn write_nullable_bytes<W>(writer: &mut W, bytes: Option<&[u8]>) -> Result<(), WriteError>
+where
+    W: Write,
+{
+    match bytes {
+        Some(bytes) => {
+            let l = i32::try_from(bytes.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?;
+            Varint(l).write(writer)?;
+            writer.write_all(bytes)?;
+        }
+        None => {
+            Varint(-1).write(writer)?;
+        }
+    }
+    Ok(())
 }
 
 /// Record
@@ -119,26 +148,10 @@ where
         let offset_delta = Varint::read(reader)?.0;
 
         // key
-        let len = Varint::read(reader)?.0;
-        let key = if len == -1 {
-            None
-        } else {
-            let len = usize::try_from(len).map_err(|e| ReadError::Malformed(Box::new(e)))?;
-            let mut key = VecBuilder::new(len);
-            key = key.read_exact(reader)?;
-            Some(key.into())
-        };
+        let key = read_nullable_bytes(reader)?;
 
         // value
-        let len = Varint::read(reader)?.0;
-        let value = if len == -1 {
-            None
-        } else {
-            let len = usize::try_from(len).map_err(|e| ReadError::Malformed(Box::new(e)))?;
-            let mut value = VecBuilder::new(len);
-            value = value.read_exact(reader)?;
-            Some(value.into())
-        };
+        let value = read_nullable_bytes(reader)?;
 
         // headers
         // Note: This is NOT a normal array but uses a Varint instead.
@@ -191,7 +204,7 @@ impl Record {
             + field_len(self.value.as_deref())?
             + headers.required_space();
         for header in &self.headers {
-            len += field_len(Some(header.key.as_bytes()))? + field_len(Some(&header.value))?;
+            len += field_len(Some(header.key.as_bytes()))? + field_len(header.value.as_deref())?;
         }
         Ok(len)
     }
@@ -210,8 +223,8 @@ where
 {
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
         // rowsync patch: the length prefix is computed up front (see `encoded_len`).
-        let l = i32::try_from(self.encoded_len()?)
-            .map_err(|e| WriteError::Malformed(Box::new(e)))?;
+        let l =
+            i32::try_from(self.encoded_len()?).map_err(|e| WriteError::Malformed(Box::new(e)))?;
         Varint(l).write(writer)?;
 
         // attributes
@@ -224,29 +237,10 @@ where
         Varint(self.offset_delta).write(writer)?;
 
         // key
-        match &self.key {
-            Some(key) => {
-                let l = i32::try_from(key.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?;
-                Varint(l).write(writer)?;
-                writer.write_all(key)?;
-            }
-            None => {
-                Varint(-1).write(writer)?;
-            }
-        }
+        write_nullable_bytes(writer, self.key.as_deref())?;
 
         // value
-        match &self.value {
-            Some(value) => {
-                let l =
-                    i32::try_from(value.len()).map_err(|e| WriteError::Malformed(Box::new(e)))?;
-                Varint(l).write(writer)?;
-                writer.write_all(value)?;
-            }
-            None => {
-                Varint(-1).write(writer)?;
-            }
-        }
+        write_nullable_bytes(writer, self.value.as_deref())?;
 
         // headers
         // Note: This is NOT a normal array but uses a Varint instead.
@@ -263,8 +257,14 @@ where
 
 /// Control Batch Record
 ///
+/// rowsync patch: a control batch holds one ordinary [`Record`] whose *key* says what it controls
+/// (version `int16`, type `int16`: 0 = abort, 1 = commit) and whose value, for these two types,
+/// is an end-transaction marker (version `int16`, coordinator epoch `int32`). Upstream read the
+/// version and type from the first bytes of the record itself (its length and attributes).
+///
 /// # References
 /// - <https://kafka.apache.org/documentation/#controlbatch>
+/// - Kafka's `ControlRecordType` and `EndTransactionMarker`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum ControlBatchRecord {
@@ -272,21 +272,30 @@ pub enum ControlBatchRecord {
     Commit,
 }
 
-impl<R> ReadType<R> for ControlBatchRecord
-where
-    R: Read,
-{
-    fn read(reader: &mut R) -> Result<Self, ReadError> {
+impl ControlBatchRecord {
+    /// Size of the control record key: version and type.
+    const KEY_LEN: usize = 4;
+
+    /// Parses a control record key as Kafka's `ControlRecordType::parse` does: a negative
+    /// version is corrupt, a newer one is read as version 0 (later versions append fields).
+    fn from_key(key: Option<&[u8]>) -> Result<Self, ReadError> {
+        let key = key.ok_or_else(|| ReadError::Malformed("Control record without key".into()))?;
+        if key.len() < Self::KEY_LEN {
+            return Err(ReadError::Malformed(
+                format!("Control record key too short: {} bytes", key.len()).into(),
+            ));
+        }
+
         // version
-        let version = Int16::read(reader)?.0;
-        if version != 0 {
+        let version = i16::from_be_bytes([key[0], key[1]]);
+        if version < 0 {
             return Err(ReadError::Malformed(
                 format!("Unknown control batch record version: {}", version).into(),
             ));
         }
 
         // type
-        let t = Int16::read(reader)?.0;
+        let t = i16::from_be_bytes([key[2], key[3]]);
         match t {
             0 => Ok(Self::Abort),
             1 => Ok(Self::Commit),
@@ -297,22 +306,38 @@ where
     }
 }
 
+impl<R> ReadType<R> for ControlBatchRecord
+where
+    R: Read,
+{
+    fn read(reader: &mut R) -> Result<Self, ReadError> {
+        // The value (the end-transaction marker) is not needed to tell abort from commit; Kafka's
+        // own consumer does not read it either.
+        let record = Record::read(reader)?;
+        Self::from_key(record.key.as_deref())
+    }
+}
+
 impl<W> WriteType<W> for ControlBatchRecord
 where
     W: Write,
 {
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
-        // version
-        Int16(0).write(writer)?;
-
-        // type
-        let t = match self {
+        let t: i16 = match self {
             Self::Abort => 0,
             Self::Commit => 1,
         };
-        Int16(t).write(writer)?;
-
-        Ok(())
+        let [t0, t1] = t.to_be_bytes();
+        Record {
+            timestamp_delta: 0,
+            offset_delta: 0,
+            // version 0, type
+            key: Some(vec![0, 0, t0, t1]),
+            // end-transaction marker: version 0, coordinator epoch (not kept, written as 0)
+            value: Some(vec![0; 6]),
+            headers: vec![],
+        }
+        .write(writer)
     }
 }
 
@@ -426,7 +451,14 @@ where
         // ==========================================================================================
         // ======================================== CRC data ========================================
         let mut data = Cursor::new(data);
-        let body = RecordBatchBody::read(&mut data)?;
+        // rowsync patch: the whole batch has been read, so running out of data inside it means
+        // it is malformed, not that the broker cut the batch off (see `Records`).
+        let body = RecordBatchBody::read(&mut data).map_err(|e| match e {
+            ReadError::IO(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                ReadError::Malformed(format!("Record batch ends early: {e}").into())
+            }
+            e => e,
+        })?;
 
         // check if there is any trailing data because this is likely a bug
         let bytes_read = data.position();
@@ -1088,34 +1120,225 @@ mod tests {
 
     test_roundtrip!(ControlBatchRecord, test_control_batch_record_roundtrip);
 
+    /// rowsync patch: a control record as Kafka writes it: an ordinary record whose key is
+    /// version and type, whose value is an end-transaction marker (version, coordinator epoch).
+    fn control_record(version: i16, t: i16) -> Cursor<Vec<u8>> {
+        let [v0, v1] = version.to_be_bytes();
+        let [t0, t1] = t.to_be_bytes();
+        Cursor::new(vec![
+            0x20, // length 16
+            0x00, // attributes
+            0x00, // timestampDelta
+            0x00, // offsetDelta
+            0x08, v0, v1, t0, t1, // key: length 4, version, type
+            0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, // value: length 6, version 0, epoch 5
+            0x00, // no headers
+        ])
+    }
+
+    #[test]
+    fn test_control_batch_record_kafka_format() {
+        let abort = ControlBatchRecord::read(&mut control_record(0, 0)).unwrap();
+        assert_eq!(abort, ControlBatchRecord::Abort);
+        let commit = ControlBatchRecord::read(&mut control_record(0, 1)).unwrap();
+        assert_eq!(commit, ControlBatchRecord::Commit);
+
+        // written back the same way, with the coordinator epoch (not kept) as 0
+        let mut buf = vec![];
+        ControlBatchRecord::Commit.write(&mut buf).unwrap();
+        let mut expected = control_record(0, 1).into_inner();
+        expected[15] = 0x00;
+        assert_eq!(buf, expected);
+    }
+
+    #[test]
+    fn test_control_batch_record_newer_version_read_as_version_0() {
+        // as Kafka's `ControlRecordType::parse` does: later versions only append fields
+        let record = ControlBatchRecord::read(&mut control_record(1, 1)).unwrap();
+        assert_eq!(record, ControlBatchRecord::Commit);
+    }
+
     #[test]
     fn test_control_batch_record_unknown_version() {
-        let mut buf = Cursor::new(Vec::<u8>::new());
-        Int16(1).write(&mut buf).unwrap();
-        Int16(0).write(&mut buf).unwrap();
-        buf.set_position(0);
-
-        let err = ControlBatchRecord::read(&mut buf).unwrap_err();
+        let err = ControlBatchRecord::read(&mut control_record(-1, 0)).unwrap_err();
         assert_matches!(err, ReadError::Malformed(_));
         assert_eq!(
             err.to_string(),
-            "Malformed data: Unknown control batch record version: 1",
+            "Malformed data: Unknown control batch record version: -1",
         );
     }
 
     #[test]
     fn test_control_batch_record_unknown_type() {
-        let mut buf = Cursor::new(Vec::<u8>::new());
-        Int16(0).write(&mut buf).unwrap();
-        Int16(2).write(&mut buf).unwrap();
-        buf.set_position(0);
-
-        let err = ControlBatchRecord::read(&mut buf).unwrap_err();
+        let err = ControlBatchRecord::read(&mut control_record(0, 2)).unwrap_err();
         assert_matches!(err, ReadError::Malformed(_));
         assert_eq!(
             err.to_string(),
             "Malformed data: Unknown control batch record type: 2",
         );
+    }
+
+    #[test]
+    fn test_control_batch_record_key_missing_or_short() {
+        for key in [None, Some(vec![0, 0, 0])] {
+            let record = Record {
+                timestamp_delta: 0,
+                offset_delta: 0,
+                key,
+                value: None,
+                headers: vec![],
+            };
+            let mut buf = Cursor::new(vec![]);
+            record.write(&mut buf).unwrap();
+            buf.set_position(0);
+            let err = ControlBatchRecord::read(&mut buf).unwrap_err();
+            assert_matches!(err, ReadError::Malformed(_));
+        }
+    }
+
+    /// rowsync patch: transaction markers as Kafka's Java broker writes them
+    /// (`MemoryRecords.withEndTransactionMarker`): base offset 7, attributes 0x30 (control and
+    /// transactional), producer id 1000, epoch 0, no sequence, one control record (version 0,
+    /// type 1 = commit or 0 = abort) whose marker carries coordinator epoch 5. Upstream failed
+    /// on them with "Unknown control batch record version: 8192" (the record's length and
+    /// attributes, 0x20 0x00, read as the version).
+    fn marker_fixture(commit: bool) -> Vec<u8> {
+        if commit {
+            [
+                b"\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x00\x42\x00\x00\x00\x00".to_vec(),
+                b"\x02\xfc\x84\xb0\x34\x00\x30\x00\x00\x00\x00\x00\x00\x01\x8b\xcf".to_vec(),
+                b"\xe5\x68\x00\x00\x00\x01\x8b\xcf\xe5\x68\x00\x00\x00\x00\x00\x00".to_vec(),
+                b"\x00\x03\xe8\x00\x00\xff\xff\xff\xff\x00\x00\x00\x01\x20\x00\x00".to_vec(),
+                b"\x00\x08\x00\x00\x00\x01\x0c\x00\x00\x00\x00\x00\x05\x00".to_vec(),
+            ]
+            .concat()
+        } else {
+            [
+                b"\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x00\x42\x00\x00\x00\x00".to_vec(),
+                b"\x02\x08\xba\x66\x7c\x00\x30\x00\x00\x00\x00\x00\x00\x01\x8b\xcf".to_vec(),
+                b"\xe5\x68\x00\x00\x00\x01\x8b\xcf\xe5\x68\x00\x00\x00\x00\x00\x00".to_vec(),
+                b"\x00\x03\xe8\x00\x00\xff\xff\xff\xff\x00\x00\x00\x01\x20\x00\x00".to_vec(),
+                b"\x00\x08\x00\x00\x00\x00\x0c\x00\x00\x00\x00\x00\x05\x00".to_vec(),
+            ]
+            .concat()
+        }
+    }
+
+    fn marker_batch(record: ControlBatchRecord) -> RecordBatch {
+        RecordBatch {
+            base_offset: 7,
+            partition_leader_epoch: 0,
+            last_offset_delta: 0,
+            first_timestamp: 1_700_000_000_000,
+            max_timestamp: 1_700_000_000_000,
+            producer_id: 1000,
+            producer_epoch: 0,
+            base_sequence: -1,
+            records: ControlBatchOrRecords::ControlBatch(record),
+            compression: RecordBatchCompression::NoCompression,
+            is_transactional: true,
+            timestamp_type: RecordBatchTimestampType::CreateTime,
+        }
+    }
+
+    #[test]
+    fn test_decode_fixture_commit_marker() {
+        let data = marker_fixture(true);
+        let actual = RecordBatch::read(&mut Cursor::new(data)).unwrap();
+        let expected = marker_batch(ControlBatchRecord::Commit);
+        assert_eq!(actual, expected);
+
+        // the coordinator epoch is not kept, so compare another round trip instead of bytes
+        let mut data2 = vec![];
+        actual.write(&mut data2).unwrap();
+        let actual2 = RecordBatch::read(&mut Cursor::new(data2)).unwrap();
+        assert_eq!(actual2, expected);
+    }
+
+    #[test]
+    fn test_decode_fixture_abort_marker() {
+        let data = marker_fixture(false);
+        let actual = RecordBatch::read(&mut Cursor::new(data.clone())).unwrap();
+        assert_eq!(actual, marker_batch(ControlBatchRecord::Abort));
+
+        // written back byte for byte, but for the coordinator epoch (written as 0) and the CRC
+        let mut data2 = vec![];
+        actual.write(&mut data2).unwrap();
+        assert_eq!(data.len(), data2.len());
+        let differing: Vec<usize> = (0..data.len()).filter(|&i| data[i] != data2[i]).collect();
+        let crc = 17..21;
+        assert!(
+            differing
+                .iter()
+                .all(|i| crc.contains(i) || *i == data.len() - 2),
+            "{differing:?}"
+        );
+    }
+
+    /// rowsync patch: a record with a null-valued header (length -1) next to an empty one.
+    #[test]
+    fn test_record_header_null_value_decodes() {
+        let data = vec![
+            0x1c, // length 14
+            0x00, // attributes
+            0x00, // timestampDelta
+            0x00, // offsetDelta
+            0x01, // key: null
+            0x04, b'h', b'i', // value: "hi"
+            0x04, // 2 headers
+            0x02, b'a', 0x01, // "a": null
+            0x02, b'b', 0x00, // "b": empty
+        ];
+        let record = Record::read(&mut Cursor::new(data.clone())).unwrap();
+        assert_eq!(
+            record,
+            Record {
+                timestamp_delta: 0,
+                offset_delta: 0,
+                key: None,
+                value: Some(b"hi".to_vec()),
+                headers: vec![
+                    RecordHeader {
+                        key: "a".to_owned(),
+                        value: None,
+                    },
+                    RecordHeader {
+                        key: "b".to_owned(),
+                        value: Some(vec![]),
+                    },
+                ],
+            }
+        );
+
+        let mut data2 = vec![];
+        record.write(&mut data2).unwrap();
+        assert_eq!(data, data2);
+    }
+
+    #[test]
+    fn test_record_header_null_value_roundtrip_distinct_from_empty() {
+        let header = |value: Option<Vec<u8>>| {
+            let header = RecordHeader {
+                key: "h".to_owned(),
+                value,
+            };
+            let mut buf = vec![];
+            header.write(&mut buf).unwrap();
+            let restored = RecordHeader::read(&mut Cursor::new(buf.clone())).unwrap();
+            assert_eq!(restored, header);
+            buf
+        };
+        let null = header(None);
+        let empty = header(Some(vec![]));
+        assert_eq!(null, vec![0x02, b'h', 0x01]);
+        assert_eq!(empty, vec![0x02, b'h', 0x00]);
+    }
+
+    #[test]
+    fn test_record_header_negative_length_other_than_null() {
+        // -2
+        let err = RecordHeader::read(&mut Cursor::new(vec![0x02, b'h', 0x03])).unwrap_err();
+        assert_matches!(err, ReadError::Malformed(_));
     }
 
     test_roundtrip!(RecordBatchBody, test_record_batch_body_roundtrip);
@@ -1152,7 +1375,7 @@ mod tests {
                 value: Some(b"hello kafka".to_vec()),
                 headers: vec![RecordHeader {
                     key: "foo".to_owned(),
-                    value: b"bar".to_vec(),
+                    value: Some(b"bar".to_vec()),
                 }],
             }]),
             compression: RecordBatchCompression::NoCompression,
@@ -1198,7 +1421,7 @@ mod tests {
                 value: Some(b"hello kafka".to_vec()),
                 headers: vec![RecordHeader {
                     key: "foo".to_owned(),
-                    value: b"bar".to_vec(),
+                    value: Some(b"bar".to_vec()),
                 }],
             }]),
             compression: RecordBatchCompression::Gzip,
@@ -1248,7 +1471,7 @@ mod tests {
                 value: Some(b"hello kafka".to_vec()),
                 headers: vec![RecordHeader {
                     key: "foo".to_owned(),
-                    value: b"bar".to_vec(),
+                    value: Some(b"bar".to_vec()),
                 }],
             }]),
             compression: RecordBatchCompression::Lz4,
@@ -1301,7 +1524,7 @@ mod tests {
                     value: Some(b"hello kafka".to_vec()),
                     headers: vec![RecordHeader {
                         key: "foo".to_owned(),
-                        value: b"bar".to_vec(),
+                        value: Some(b"bar".to_vec()),
                     }],
                 }]),
                 compression: RecordBatchCompression::Snappy,
@@ -1355,7 +1578,7 @@ mod tests {
                         value: Some(b"hello kafka".to_vec()),
                         headers: vec![RecordHeader {
                             key: "foo".to_owned(),
-                            value: b"bar".to_vec(),
+                            value: Some(b"bar".to_vec()),
                         }],
                     },
                     Record {
@@ -1365,7 +1588,7 @@ mod tests {
                         value: Some(b"some value".to_vec()),
                         headers: vec![RecordHeader {
                             key: "foo".to_owned(),
-                            value: b"bar".to_vec(),
+                            value: Some(b"bar".to_vec()),
                         }],
                     },
                 ]),
@@ -1473,7 +1696,7 @@ mod tests {
                 value: Some(b"hello kafka".to_vec()),
                 headers: vec![RecordHeader {
                     key: "foo".to_owned(),
-                    value: b"bar".to_vec(),
+                    value: Some(b"bar".to_vec()),
                 }],
             }]),
             compression: RecordBatchCompression::Zstd,
@@ -1542,11 +1765,11 @@ mod tests {
                 headers: vec![
                     RecordHeader {
                         key: "content-type".to_owned(),
-                        value: br#"application/x-protobuf; schema="influxdata.iox.write_buffer.v1.WriteBufferPayload""#.to_vec(),
+                        value: Some(br#"application/x-protobuf; schema="influxdata.iox.write_buffer.v1.WriteBufferPayload""#.to_vec()),
                     },
                     RecordHeader {
                         key: "iox-namespace".to_owned(),
-                        value: b"namespace".to_vec(),
+                        value: Some(b"namespace".to_vec()),
                     },
                 ],
             }]),
@@ -1559,5 +1782,136 @@ mod tests {
         let mut data2 = vec![];
         actual.write(&mut data2).unwrap();
         assert_eq!(data, data2);
+    }
+
+    /// rowsync patch: a batch of two records, one with a null-valued header.
+    fn batch_with_null_header(compression: RecordBatchCompression) -> RecordBatch {
+        let record = |offset_delta: i32, value: Option<Vec<u8>>| Record {
+            timestamp_delta: i64::from(offset_delta),
+            offset_delta,
+            key: Some(b"k".to_vec()),
+            value: Some(b"some value".to_vec()),
+            headers: vec![
+                RecordHeader {
+                    key: "null".to_owned(),
+                    value: None,
+                },
+                RecordHeader {
+                    key: "h".to_owned(),
+                    value,
+                },
+            ],
+        };
+        RecordBatch {
+            base_offset: 3,
+            partition_leader_epoch: 0,
+            last_offset_delta: 1,
+            first_timestamp: 1_700_000_000_000,
+            max_timestamp: 1_700_000_000_001,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            records: ControlBatchOrRecords::Records(vec![
+                record(0, Some(vec![])),
+                record(1, Some(b"v".to_vec())),
+            ]),
+            compression,
+            is_transactional: false,
+            timestamp_type: RecordBatchTimestampType::CreateTime,
+        }
+    }
+
+    #[test]
+    fn test_record_batch_roundtrip_every_compression() {
+        #[allow(unused_mut)] // without compression features
+        let mut compressions = vec![RecordBatchCompression::NoCompression];
+        #[cfg(feature = "compression-gzip")]
+        compressions.push(RecordBatchCompression::Gzip);
+        #[cfg(feature = "compression-lz4")]
+        compressions.push(RecordBatchCompression::Lz4);
+        #[cfg(feature = "compression-snappy")]
+        compressions.push(RecordBatchCompression::Snappy);
+        #[cfg(feature = "compression-zstd")]
+        compressions.push(RecordBatchCompression::Zstd);
+
+        for compression in compressions {
+            let batch = batch_with_null_header(compression);
+            let mut data = vec![];
+            batch.write(&mut data).unwrap();
+            assert_eq!(
+                data[22] & 0x7,
+                compression_id(compression),
+                "{compression:?}"
+            );
+            let restored = RecordBatch::read(&mut Cursor::new(data)).unwrap();
+            assert_eq!(restored, batch, "{compression:?}");
+        }
+    }
+
+    fn compression_id(compression: RecordBatchCompression) -> u8 {
+        match compression {
+            RecordBatchCompression::NoCompression => 0,
+            RecordBatchCompression::Gzip => 1,
+            RecordBatchCompression::Snappy => 2,
+            RecordBatchCompression::Lz4 => 3,
+            RecordBatchCompression::Zstd => 4,
+        }
+    }
+
+    /// rowsync patch: `data` with the CRC-checked part edited by `edit` and the CRC made right
+    /// again.
+    fn edit_batch(mut data: Vec<u8>, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        edit(&mut data);
+        let crc = crc32c::crc32c(&data[21..]);
+        data[17..21].copy_from_slice(&crc.to_be_bytes());
+        data
+    }
+
+    #[test]
+    fn test_decode_crc_mismatch() {
+        let mut data = vec![];
+        batch_with_null_header(RecordBatchCompression::NoCompression)
+            .write(&mut data)
+            .unwrap();
+        let last = data.len() - 1;
+        data[last] ^= 0x01;
+
+        let err = RecordBatch::read(&mut Cursor::new(data)).unwrap_err();
+        assert_matches!(err, ReadError::Malformed(_));
+        assert!(
+            err.to_string().starts_with("Malformed data: CRC error"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn test_decode_unknown_compression() {
+        let mut data = vec![];
+        batch_with_null_header(RecordBatchCompression::NoCompression)
+            .write(&mut data)
+            .unwrap();
+        let data = edit_batch(data, |data| data[22] |= 0x5);
+
+        let err = RecordBatch::read(&mut Cursor::new(data)).unwrap_err();
+        assert_matches!(err, ReadError::Malformed(_));
+        assert_eq!(
+            err.to_string(),
+            "Malformed data: Invalid compression type: 5"
+        );
+    }
+
+    #[test]
+    fn test_decode_records_beyond_batch_are_malformed_not_cut_off() {
+        // the batch claims 3 records but holds 2: running out of data inside a batch that
+        // arrived whole is not the broker cutting the answer short
+        let mut data = vec![];
+        batch_with_null_header(RecordBatchCompression::NoCompression)
+            .write(&mut data)
+            .unwrap();
+        let data = edit_batch(data, |data| data[60] = 3);
+
+        let err = RecordBatch::read(&mut Cursor::new(data)).unwrap_err();
+        assert_matches!(err, ReadError::Malformed(_));
+        assert!(err.to_string().contains("Record batch ends early"), "{err}");
     }
 }

@@ -5,7 +5,7 @@ use crate::protocol::{
     api_version::{ApiVersion, ApiVersionRange},
     error::Error as ApiError,
     messages::{IsolationLevel, read_versioned_array, write_versioned_array},
-    primitives::{Int8, Int16, Int32, Int64, Records, String_},
+    primitives::{FetchedBatches, Int8, Int16, Int32, Int64, String_},
     traits::{ReadType, WriteType},
 };
 
@@ -213,7 +213,10 @@ pub struct FetchResponsePartition {
     pub aborted_transactions: Vec<FetchResponseAbortedTransaction>,
 
     /// The record data.
-    pub records: Records,
+    ///
+    /// rowsync patch: read up to the first batch that cannot be decoded, instead of failing the
+    /// whole response on it.
+    pub records: FetchedBatches,
 }
 
 impl<R> ReadVersionedType<R> for FetchResponsePartition
@@ -234,7 +237,7 @@ where
                 .transpose()?
                 .flatten()
                 .unwrap_or_default(),
-            records: Records::read(reader)?,
+            records: FetchedBatches::read(reader)?,
         })
     }
 }

@@ -1,0 +1,244 @@
+//! A partition that cannot make progress: a record batch no codec can read stalls its partition
+//! (and only it) with the reason in the worker's status, readiness and metrics, retried with a
+//! backoff capped at a minute and a few log lines, until `reset_offsets` moves past it.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{
+    helpers::{eventually, fresh_settings, update, TestApp},
+    process::RowsyncProcess,
+};
+
+/// How long the test watches a stalled partition.
+const HOLD: Duration = Duration::from_secs(60);
+
+/// Writes one record batch to `partition` of `topic` with a raw Produce request (v3): the batch
+/// says it is gzip-compressed but holds bytes no gzip reader accepts. Its CRC is right, so the
+/// broker stores it as any client's batch; only reading it fails. Returns the batch's offset.
+async fn produce_undecodable_batch(bootstrap: &str, topic: &str, partition: i32) -> i64 {
+    fn string(value: &str) -> Vec<u8> {
+        let mut out = (value.len() as i16).to_be_bytes().to_vec();
+        out.extend_from_slice(value.as_bytes());
+        out
+    }
+    let payload = b"\x00not gzip at all, as if corrupted on its way";
+    // From attributes on: what the batch's CRC-32C covers.
+    let mut covered = Vec::new();
+    covered.extend_from_slice(&1i16.to_be_bytes()); // attributes: gzip
+    covered.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    covered.extend_from_slice(&0i64.to_be_bytes()); // first timestamp
+    covered.extend_from_slice(&0i64.to_be_bytes()); // max timestamp
+    covered.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    covered.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    covered.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    covered.extend_from_slice(&1i32.to_be_bytes()); // records
+    covered.extend_from_slice(payload);
+    let mut after_length = Vec::new();
+    after_length.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
+    after_length.push(2); // magic
+    after_length.extend_from_slice(&crc32c::crc32c(&covered).to_be_bytes());
+    after_length.extend_from_slice(&covered);
+    let mut batch = 0i64.to_be_bytes().to_vec(); // base offset (the broker assigns it)
+    batch.extend_from_slice(&(after_length.len() as i32).to_be_bytes());
+    batch.extend_from_slice(&after_length);
+
+    let mut request = Vec::new();
+    request.extend_from_slice(&0i16.to_be_bytes()); // Produce
+    request.extend_from_slice(&3i16.to_be_bytes()); // version 3
+    request.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    request.extend_from_slice(&string("rowsync-tests"));
+    request.extend_from_slice(&(-1i16).to_be_bytes()); // no transactional id
+    request.extend_from_slice(&(-1i16).to_be_bytes()); // acks: all
+    request.extend_from_slice(&10_000i32.to_be_bytes());
+    request.extend_from_slice(&1i32.to_be_bytes());
+    request.extend_from_slice(&string(topic));
+    request.extend_from_slice(&1i32.to_be_bytes());
+    request.extend_from_slice(&partition.to_be_bytes());
+    request.extend_from_slice(&(batch.len() as i32).to_be_bytes());
+    request.extend_from_slice(&batch);
+
+    let mut socket = tokio::net::TcpStream::connect(bootstrap).await.unwrap();
+    socket
+        .write_all(&(request.len() as i32).to_be_bytes())
+        .await
+        .unwrap();
+    socket.write_all(&request).await.unwrap();
+    let length = socket.read_i32().await.unwrap();
+    let mut response = vec![0; length as usize];
+    socket.read_exact(&mut response).await.unwrap();
+    // correlation id, topics (1), name, partitions (1), partition, error code, base offset
+    let at = 4 + 4 + 2 + topic.len() + 4 + 4;
+    let error = i16::from_be_bytes(response[at..at + 2].try_into().unwrap());
+    assert_eq!(error, 0, "the broker refused the raw batch");
+    i64::from_be_bytes(response[at + 2..at + 10].try_into().unwrap())
+}
+
+#[tokio::test]
+async fn an_undecodable_batch_stalls_its_partition_visibly_with_capped_backoff_until_reset() {
+    let settings = fresh_settings();
+    let topic = settings.topics.updates_topic.clone();
+    let mut app = TestApp::start(settings.clone()).await;
+    app.produce(&topic, 0, &[&update(1, "before")]).await;
+    let bad = produce_undecodable_batch(&settings.kafka.bootstrap_servers()[0], &topic, 0).await;
+    app.produce(&topic, 0, &[&update(2, "after")]).await;
+    app.produce(&topic, 1, &[&update(3, "other partition")])
+        .await;
+    app.stop().await;
+
+    let logs =
+        std::env::temp_dir().join(format!("rowsync-stall-{}.json", settings.database.schema()));
+    let mut process = RowsyncProcess::start_with(
+        &settings,
+        &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+        Some(&logs),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", process.address);
+    let get = |path: String| {
+        let http = http.clone();
+        async move { http.get(path).send().await.unwrap() }
+    };
+    let started = http
+        .post(url("/api/some_models/start_upcreate_from_kafka/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+
+    // Everything before the bad batch, and every other partition, is applied; partition 0
+    // stalls at the bad batch.
+    let stalled_at = Instant::now();
+    let status = eventually("partition 0 stalled at the bad batch", || async {
+        let status: Value = get(url("/api/workers/upcreate/")).await.json().await.ok()?;
+        let partition = status["partitions"]
+            .as_array()?
+            .iter()
+            .find(|p| p["partition"] == 0)?
+            .clone();
+        (partition["stalled_at_offset"] == bad).then_some(status)
+    })
+    .await;
+    assert_eq!(status["state"], "stalled", "{status}");
+    let rows: Value = get(url("/api/some_models/")).await.json().await.unwrap();
+    let rows = rows.as_array().unwrap();
+    assert!(
+        rows.contains(&json!({"id": 1, "name": "before"})),
+        "{rows:?}"
+    );
+    assert!(
+        rows.contains(&json!({"id": 3, "name": "other partition"})),
+        "{rows:?}"
+    );
+    assert!(!rows.iter().any(|r| r["id"] == 2), "{rows:?}");
+
+    // Held for a minute: a handful of attempts, never a flood.
+    tokio::time::sleep(HOLD.saturating_sub(stalled_at.elapsed())).await;
+    let status: Value = get(url("/api/workers/upcreate/"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let partition = status["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["partition"] == 0)
+        .unwrap()
+        .clone();
+    let attempts = partition["failed_attempts"].as_u64().unwrap();
+    assert!((3..=8).contains(&attempts), "{partition}");
+    assert_eq!(partition["stalled_at_offset"], bad, "{partition}");
+    assert!(
+        partition["last_error"].as_str().unwrap().contains("gzip")
+            || partition["last_error"].as_str().unwrap().contains("decod"),
+        "{partition}"
+    );
+    assert!(
+        partition["failing_since"].as_str().unwrap() < partition["last_error_at"].as_str().unwrap(),
+        "{partition}"
+    );
+    assert_eq!(partition["records_applied"], 1, "{partition}");
+
+    // Readiness names the worker and the partition (and stays 200: the API that fixes it
+    // must stay reachable); the metric says stalled.
+    let ready = get(url("/health/ready")).await;
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    let workers = ready["checks"]["workers"].as_str().unwrap();
+    assert!(
+        workers.contains("upcreate")
+            && workers.contains("partition 0")
+            && workers.contains(&format!("offset {bad}")),
+        "{ready}"
+    );
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    let metrics = get(url("/metrics")).await.text().await.unwrap();
+    let stalled_line = format!(
+        "rowsync_partition_stalled{{worker=\"upcreate\",topic=\"{topic}\",partition=\"0\"}} 1"
+    );
+    assert!(metrics.contains(&stalled_line), "{metrics}");
+
+    // The way out: stop, reset past the batch, start.
+    let stopped = http
+        .post(url("/api/some_models/stop_upcreate_from_kafka/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), 200);
+    let reset = http
+        .post(url("/api/workers/upcreate/reset_offsets/"))
+        .json(&json!({"to": {"0": bad + 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 200, "{}", reset.text().await.unwrap());
+    let started = http
+        .post(url("/api/some_models/start_upcreate_from_kafka/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+    eventually("the record after the bad batch applied", || async {
+        let rows: Value = get(url("/api/some_models/")).await.json().await.ok()?;
+        rows.as_array()?
+            .contains(&json!({"id": 2, "name": "after"}))
+            .then_some(())
+    })
+    .await;
+    let status: Value = get(url("/api/workers/upcreate/"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "running", "{status}");
+    let ready: Value = get(url("/health/ready")).await.json().await.unwrap();
+    assert_eq!(ready["checks"]["workers"], "ok", "{ready}");
+
+    process.signal("TERM");
+    assert_eq!(process.wait(Duration::from_secs(20)).await, Some(0));
+    let text = std::fs::read_to_string(&logs).unwrap();
+    let _ = std::fs::remove_file(&logs);
+    let about_partition_0: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            let line: Value = serde_json::from_str(line).unwrap();
+            let level = line["level"].as_str().unwrap_or_default();
+            let partition = line
+                .get("partition")
+                .or_else(|| line["span"].get("partition"));
+            matches!(level, "WARN" | "ERROR") && partition == Some(&json!(0))
+        })
+        .collect();
+    // The first line, at most one a minute after it, and none per attempt.
+    assert!(
+        (1..=3).contains(&about_partition_0.len()),
+        "{} warning lines about partition 0 in {HOLD:?}:\n{}",
+        about_partition_0.len(),
+        about_partition_0.join("\n")
+    );
+    app.cleanup().await;
+}
