@@ -4,7 +4,7 @@
 # static, starts, serves, passes `rowsync healthcheck`, stops cleanly on SIGTERM.
 
 FROM rust:1-bookworm AS build
-# musl-tools: mimalloc's C code is compiled with musl-gcc. Debian's version is whatever bookworm has.
+# musl-tools: mimalloc's C code and the lz4 and zstd codecs' C libraries are compiled with musl-gcc. Debian's version is whatever bookworm has.
 # hadolint ignore=DL3008
 RUN rustup target add x86_64-unknown-linux-musl \
  && apt-get update \

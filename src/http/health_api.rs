@@ -148,17 +148,14 @@ fn stalled_partitions(registry: &WorkerRegistry) -> Vec<String> {
         .map(|kind| registry.stats(kind).status())
         .filter(|status| status.state == WorkerState::Stalled)
         .flat_map(|status| {
-            status
-                .partitions
-                .into_iter()
-                .filter_map(move |p| {
-                    let offset = p.stalled_at_offset?;
-                    let reason = p.last_error.unwrap_or_default();
-                    Some(format!(
-                        "{} partition {} stalled at offset {offset}: {reason}",
-                        status.name, p.partition
-                    ))
-                })
+            status.partitions.into_iter().filter_map(move |p| {
+                let offset = p.stalled_at_offset?;
+                let reason = p.last_error.unwrap_or_default();
+                Some(format!(
+                    "{} partition {} stalled at offset {offset}: {reason}",
+                    status.name, p.partition
+                ))
+            })
         })
         .collect()
 }

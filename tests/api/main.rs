@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod compression;
 mod consumer_steps;
 mod crash;
 mod dead_letters;
@@ -18,6 +19,7 @@ mod migrations;
 mod openapi;
 mod process;
 mod producer;
+mod raw_kafka;
 mod real_producers;
 mod record_encoding;
 mod response_log;

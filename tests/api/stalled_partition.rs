@@ -5,76 +5,15 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
     helpers::{eventually, fresh_settings, update, TestApp},
     process::RowsyncProcess,
+    raw_kafka::produce_undecodable_batch,
 };
 
 /// How long the test watches a stalled partition.
 const HOLD: Duration = Duration::from_secs(60);
-
-/// Writes one record batch to `partition` of `topic` with a raw Produce request (v3): the batch
-/// says it is gzip-compressed but holds bytes no gzip reader accepts. Its CRC is right, so the
-/// broker stores it as any client's batch; only reading it fails. Returns the batch's offset.
-async fn produce_undecodable_batch(bootstrap: &str, topic: &str, partition: i32) -> i64 {
-    fn string(value: &str) -> Vec<u8> {
-        let mut out = (value.len() as i16).to_be_bytes().to_vec();
-        out.extend_from_slice(value.as_bytes());
-        out
-    }
-    let payload = b"\x00not gzip at all, as if corrupted on its way";
-    // From attributes on: what the batch's CRC-32C covers.
-    let mut covered = Vec::new();
-    covered.extend_from_slice(&1i16.to_be_bytes()); // attributes: gzip
-    covered.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
-    covered.extend_from_slice(&0i64.to_be_bytes()); // first timestamp
-    covered.extend_from_slice(&0i64.to_be_bytes()); // max timestamp
-    covered.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    covered.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    covered.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    covered.extend_from_slice(&1i32.to_be_bytes()); // records
-    covered.extend_from_slice(payload);
-    let mut after_length = Vec::new();
-    after_length.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
-    after_length.push(2); // magic
-    after_length.extend_from_slice(&crc32c::crc32c(&covered).to_be_bytes());
-    after_length.extend_from_slice(&covered);
-    let mut batch = 0i64.to_be_bytes().to_vec(); // base offset (the broker assigns it)
-    batch.extend_from_slice(&(after_length.len() as i32).to_be_bytes());
-    batch.extend_from_slice(&after_length);
-
-    let mut request = Vec::new();
-    request.extend_from_slice(&0i16.to_be_bytes()); // Produce
-    request.extend_from_slice(&3i16.to_be_bytes()); // version 3
-    request.extend_from_slice(&7i32.to_be_bytes()); // correlation id
-    request.extend_from_slice(&string("rowsync-tests"));
-    request.extend_from_slice(&(-1i16).to_be_bytes()); // no transactional id
-    request.extend_from_slice(&(-1i16).to_be_bytes()); // acks: all
-    request.extend_from_slice(&10_000i32.to_be_bytes());
-    request.extend_from_slice(&1i32.to_be_bytes());
-    request.extend_from_slice(&string(topic));
-    request.extend_from_slice(&1i32.to_be_bytes());
-    request.extend_from_slice(&partition.to_be_bytes());
-    request.extend_from_slice(&(batch.len() as i32).to_be_bytes());
-    request.extend_from_slice(&batch);
-
-    let mut socket = tokio::net::TcpStream::connect(bootstrap).await.unwrap();
-    socket
-        .write_all(&(request.len() as i32).to_be_bytes())
-        .await
-        .unwrap();
-    socket.write_all(&request).await.unwrap();
-    let length = socket.read_i32().await.unwrap();
-    let mut response = vec![0; length as usize];
-    socket.read_exact(&mut response).await.unwrap();
-    // correlation id, topics (1), name, partitions (1), partition, error code, base offset
-    let at = 4 + 4 + 2 + topic.len() + 4 + 4;
-    let error = i16::from_be_bytes(response[at..at + 2].try_into().unwrap());
-    assert_eq!(error, 0, "the broker refused the raw batch");
-    i64::from_be_bytes(response[at + 2..at + 10].try_into().unwrap())
-}
 
 #[tokio::test]
 async fn an_undecodable_batch_stalls_its_partition_visibly_with_capped_backoff_until_reset() {

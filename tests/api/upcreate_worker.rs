@@ -243,3 +243,56 @@ async fn a_stored_offset_beyond_the_end_of_the_partition_restarts_from_the_earli
     assert_eq!(stored, 1);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn records_without_a_key_on_a_topic_of_several_partitions_are_applied_and_counted() {
+    use rskafka::{
+        client::partition::{Compression, UnknownTopicHandling},
+        record::Record,
+    };
+    let app = spawn_app().await;
+    let topic = app.settings.topics.updates_topic.clone();
+    app.produce(
+        &topic,
+        0,
+        &[&update(1, "a"), &update(2, "b"), &update(1, "c")],
+    )
+    .await;
+    let keyed = app
+        .kafka
+        .partition_client(&topic, 1, UnknownTopicHandling::Retry)
+        .await
+        .unwrap();
+    keyed
+        .produce(
+            vec![Record {
+                key: Some(b"3".to_vec()),
+                value: Some(update(3, "keyed").into_bytes()),
+                headers: Default::default(),
+                timestamp: chrono::Utc::now(),
+            }],
+            Compression::NoCompression,
+        )
+        .await
+        .unwrap();
+
+    app.start_upcreate().await;
+    wait_for_rows(&app, &[(3, "keyed"), (2, "b"), (1, "c")]).await;
+    let worker = app.worker("upcreate").await;
+    let unkeyed = |partition: i64| {
+        worker["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["partition"] == partition)
+            .map(|p| p["records_unkeyed"].as_u64().unwrap())
+    };
+    assert_eq!(unkeyed(0), Some(3), "{worker}");
+    assert_eq!(unkeyed(1), Some(0), "{worker}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let line = format!(
+        "rowsync_records_unkeyed_total{{worker=\"upcreate\",topic=\"{topic}\",partition=\"0\"}} 3"
+    );
+    assert!(metrics.contains(&line), "{metrics}");
+    app.cleanup().await;
+}

@@ -566,7 +566,8 @@ where
                     ControlFlow::Continue(ErrorOrThrottle::Error(e))
                 }
                 Err(error) => {
-                    error!(
+                    // Returned to the caller, who decides whether it is worth an error line.
+                    warn!(
                         e=%error,
                         "metadata request encountered fatal error",
                     );

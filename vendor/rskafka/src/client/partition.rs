@@ -30,7 +30,7 @@ use std::{
     sync::Arc,
 };
 use tokio::sync::Mutex;
-use tracing::{debug, error, info};
+use tracing::{debug, info, warn};
 
 use super::{error::ServerErrorResponse, metadata_cache::MetadataCacheGeneration};
 
@@ -687,7 +687,8 @@ where
             if retry {
                 ControlFlow::Continue(ErrorOrThrottle::Error(error))
             } else {
-                error!(
+                // Returned to the caller, who decides whether it is worth an error line.
+                warn!(
                     e=%error,
                     request_name,
                     "request encountered fatal error",
