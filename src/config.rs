@@ -257,6 +257,20 @@ fn parse_secret(value: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(value.to_owned()))
 }
 
+/// A secret read from a file (the Docker and Kubernetes secrets convention, `*_FILE`): its
+/// contents with one trailing newline trimmed. Errors name the file, never its contents.
+pub fn parse_secret_file(path: &str) -> Result<SecretString, String> {
+    let contents = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let secret = contents
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&contents);
+    if secret.is_empty() {
+        return Err(format!("{path} is empty"));
+    }
+    Ok(SecretString::from(secret.to_owned()))
+}
+
 /// A schema name must be a plain lowercase identifier: it is spliced into SQL and options.
 fn parse_identifier(value: &str) -> Result<String, String> {
     let mut chars = value.chars();

@@ -14,12 +14,15 @@ pub struct TestBroker {
     child: Option<Child>,
 }
 
+/// The broker `scripts/dev-deps` installs (`TANSU` overrides it).
 fn tansu() -> PathBuf {
     if let Some(path) = std::env::var_os("TANSU") {
         return path.into();
     }
-    let installed =
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/bin/tansu");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let installed = target.join("tools/broker/bin/tansu");
     assert!(
         installed.exists(),
         "tansu is not installed at {}; run scripts/dev-deps (or set TANSU)",

@@ -61,8 +61,10 @@ where
         write_versioned_array(writer, version, self.topics.as_deref())?;
         if v >= 4 {
             match self.allow_auto_topic_creation {
-                // The default behaviour is to allow topic creation
-                None => Boolean(true).write(writer)?,
+                // Unset, no topic is created as a side effect of asking about it: a typo in a
+                // topic name would otherwise become a topic (with the broker's default layout).
+                // Topics are created explicitly (`ControllerClient::create_topic`).
+                None => Boolean(false).write(writer)?,
                 Some(b) => b.write(writer)?,
             }
         }
