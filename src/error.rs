@@ -18,9 +18,16 @@ pub enum Error {
     /// A query that answered several callers' reads failed (each caller gets this).
     #[error("postgres: {0}")]
     PostgresShared(String),
-    /// Kafka answered with an error or the connection broke.
-    #[error("kafka: {0}")]
-    Kafka(#[from] rskafka::client::error::Error),
+    /// Kafka answered with an error or the connection broke. A refused certificate or refused
+    /// credentials say so, and name the setting to look at ([`crate::kafka::security::describe`]).
+    /// The message already holds rskafka's whole chain of causes, so it is not a `source`
+    /// (`{:#}` would repeat each cause).
+    #[error("kafka: {}", crate::kafka::security::describe(.0))]
+    Kafka(rskafka::client::error::Error),
+    /// The Kafka settings do not fit together, or a file they name cannot be used: one line
+    /// naming the setting.
+    #[error("{0}")]
+    KafkaSettings(String),
     /// A produce request that carried several callers' records failed (each caller gets this).
     #[error("kafka: {0}")]
     KafkaShared(String),
@@ -55,6 +62,12 @@ pub enum Error {
     /// The broker does not know the topic, or it has no partitions.
     #[error("topic {0} has no partitions")]
     NoPartitions(String),
+}
+
+impl From<rskafka::client::error::Error> for Error {
+    fn from(error: rskafka::client::error::Error) -> Self {
+        Self::Kafka(error)
+    }
 }
 
 /// Runs `future`, failing with [`Error::Timeout`] when it takes longer than `after`.

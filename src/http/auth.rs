@@ -43,13 +43,13 @@ pub struct Guard {
 impl Guard {
     /// A guard for these settings; warns once when the API is open.
     pub fn new(settings: &AuthSettings) -> Self {
-        if settings.api_token.is_none() {
+        if settings.token().is_none() {
             tracing::warn!(
                 "API_TOKEN is not set: anyone who can reach the API can start, stop and reset workers"
             );
         }
         Self {
-            token: settings.api_token.clone(),
+            token: settings.token().cloned(),
             reads_need_token: settings.api_token_for_reads,
         }
     }

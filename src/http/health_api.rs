@@ -88,11 +88,15 @@ impl HealthApi {
     #[oai(path = "/ready", method = "get", operation_id = "health_ready")]
     async fn ready(&self, state: Data<&Arc<AppState>>) -> Result<HealthResponse, BodyTooLarge> {
         let database = async {
-            let client = state.pool.get().await.map_err(|e| e.to_string())?;
+            let client = state
+                .pool
+                .get()
+                .await
+                .map_err(|e| db::tls::describe_pool_error(&e))?;
             client
                 .query_one("SELECT 1", &[])
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| db::tls::describe(&e))?;
             db::migrations_applied(&client)
                 .await
                 .map_err(|e| e.to_string())

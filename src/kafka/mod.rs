@@ -1,9 +1,11 @@
-//! Kafka: the shared rskafka client, topic creation at start-up, and per-partition clients.
+//! Kafka: the shared rskafka client (TLS and SASL in [`security`]), topic creation at start-up,
+//! and per-partition clients.
 //! Every call is bounded by `KAFKA_REQUEST_TIMEOUT_MS`: rskafka itself may retry forever.
 
 pub mod codec;
 pub mod partitioner;
 pub mod producer;
+pub mod security;
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,7 +13,7 @@ use rskafka::{
     client::{
         error::{Error as KafkaError, ProtocolError},
         partition::{OffsetAt, PartitionClient, UnknownTopicHandling},
-        Client, ClientBuilder,
+        Client,
     },
     BackoffConfig,
 };
@@ -32,17 +34,20 @@ pub struct Kafka {
 }
 
 impl Kafka {
-    /// Connects to the bootstrap brokers, failing after the request timeout.
+    /// Connects to the bootstrap brokers, failing after the request timeout, or at once when
+    /// the settings do not fit together, a certificate is refused or credentials are refused.
+    /// Every connection the client opens later (partition leaders, the controller) uses the
+    /// same TLS and SASL settings.
     pub async fn connect(settings: &KafkaSettings) -> Result<Self> {
         let timeout = settings.request_timeout();
-        let builder = ClientBuilder::new(settings.bootstrap_servers())
-            .client_id("rowsync")
-            .backoff_config(BackoffConfig {
-                init_backoff: Duration::from_millis(50),
-                max_backoff: Duration::from_secs(1),
-                base: 2.0,
-                deadline: Some(timeout),
-            });
+        let builder = security::client_builder(settings).map_err(Error::KafkaSettings)?;
+        security::log_choices(settings);
+        let builder = builder.client_id("rowsync").backoff_config(BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+            deadline: Some(timeout),
+        });
         let client = bounded("connecting to kafka", timeout, builder.build()).await?;
         Ok(Self {
             client: Arc::new(client),

@@ -202,7 +202,11 @@ async fn produce_queued(
                     }
                 }
                 Err(error) => {
-                    let message = error.to_string();
+                    // `KafkaShared` says "kafka: " itself.
+                    let message = match &error {
+                        Error::Kafka(e) => super::security::describe(e),
+                        other => other.to_string(),
+                    };
                     for waiter in waiting {
                         let _ = waiter.send(Err(Error::KafkaShared(message.clone())));
                     }

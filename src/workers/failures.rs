@@ -10,7 +10,7 @@ use std::{
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use chrono::Utc;
 
-use super::WorkerStats;
+use super::stats::WorkerStats;
 
 /// While the same error repeats, it is logged again at most this often.
 const REPEAT_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -29,7 +29,8 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    fn backoff(self) -> ExponentialBackoff {
+    /// A fresh backoff at this failure's pace.
+    pub(super) fn backoff(self) -> ExponentialBackoff {
         let (min, max) = match self {
             FailureKind::Transient => (Duration::from_millis(100), Duration::from_secs(5)),
             FailureKind::Stalled { .. } => (Duration::from_secs(1), Duration::from_secs(60)),
@@ -84,7 +85,7 @@ impl Failures {
     /// Clears the failure a previous run of this partition's loop may have left in the status
     /// (a worker stopped while failing, then started again).
     pub fn clear_status(&self) {
-        self.stats.update(self.partition, |p| {
+        self.stats.update_existing(self.partition, |p| {
             p.failing_since = None;
             p.last_error = None;
             p.last_error_at = None;
@@ -202,6 +203,17 @@ mod tests {
     fn failures() -> (Failures, Arc<WorkerStats>) {
         let stats = Arc::new(WorkerStats::new(WorkerKind::Upcreate, "t"));
         (Failures::new(Arc::clone(&stats), "upcreate", "t", 0), stats)
+    }
+
+    #[test]
+    fn a_fresh_loop_clears_an_old_failure_but_adds_no_partition_to_the_status() {
+        let (failures, stats) = failures();
+        failures.clear_status();
+        // A partition shows up once positioned (with its offsets) or failing (with its error).
+        assert!(stats.status().partitions.is_empty());
+        stats.update(0, |p| p.last_error = Some("old".into()));
+        failures.clear_status();
+        assert_eq!(stats.status().partitions[0].last_error, None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Mutex};
 use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
 
-use super::WorkerKind;
+use super::kind::WorkerKind;
 
 /// A worker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -140,6 +140,15 @@ impl WorkerStats {
             (Some(high), Some(next)) => Some((high - next).max(0)),
             _ => None,
         };
+    }
+
+    /// Edits one partition's entry if it has one (an entry appears once its partition is
+    /// positioned or fails, so every entry the API shows has its offsets or its error).
+    pub fn update_existing(&self, partition: i32, edit: impl FnOnce(&mut PartitionStatus)) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.partitions.get_mut(&partition) {
+            edit(entry);
+        }
     }
 
     /// A snapshot for the API.

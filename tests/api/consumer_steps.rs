@@ -1,15 +1,14 @@
 //! The partition consumer driven one step at a time, for orderings a running worker only hits
 //! by chance.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use rowsync::{
     config::Settings,
     kafka::{producer::TopicProducer, Kafka},
     workers::{
-        consumer::{PartitionConsumer, Step, WorkerContext},
-        dead_letter::DeadLetterQueue,
-        WorkerKind, WorkerStats,
+        dead_letter::DeadLetterQueue, PartitionConsumer, Step, Supervisor, WorkerContext,
+        WorkerDeps, WorkerKind, WorkerStats,
     },
 };
 use serde_json::json;
@@ -17,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     fault_proxy::Fault,
-    helpers::{fresh_settings, TestApp},
+    helpers::{eventually, fresh_settings, TestApp},
     test_broker::TestBroker,
 };
 
@@ -33,22 +32,21 @@ fn upcreate_context(
     dead_letters: DeadLetterQueue,
     fetch_max_bytes: i32,
 ) -> Arc<WorkerContext> {
+    let kind = WorkerKind::Upcreate;
     let topic = &settings.topics.updates_topic;
-    Arc::new(WorkerContext {
-        kind: WorkerKind::Upcreate,
-        topic: topic.clone(),
+    let deps = WorkerDeps {
         pool: rowsync::db::pool(&settings.database).unwrap(),
         kafka,
-        stats: Arc::new(WorkerStats::new(WorkerKind::Upcreate, topic)),
-        dead_letters,
+        topics: HashMap::from([(kind, topic.clone())]),
+        dead_letters: HashMap::from([(kind, dead_letters)]),
         topic_layout: (3, 1),
         fetch_max_bytes,
         fetch_max_wait_ms: 500,
         batch_metrics: rowsync::metrics::Metrics::new().batches(),
         db_timeout: std::time::Duration::from_secs(5),
-        topic_partitions: Default::default(),
-        unkeyed_warned: Default::default(),
-    })
+    };
+    let stats = Arc::new(WorkerStats::new(kind, topic));
+    Arc::new(WorkerContext::new(kind, &deps, stats))
 }
 
 async fn produce(app: &TestApp, topic: &str, values: &[String]) {
@@ -305,5 +303,53 @@ async fn a_backlog_is_applied_in_batches_that_start_small_and_grow() {
     );
     assert_eq!(app.rows().await.len(), 40_000);
     cancel.cancel();
+    app.cleanup().await;
+}
+
+async fn ids(app: &TestApp) -> Vec<i64> {
+    app.rows().await.iter().map(|r| r.id).collect()
+}
+
+#[tokio::test]
+async fn a_partition_taken_back_from_the_supervisor_stops_while_the_others_go_on() {
+    let settings = fresh_settings();
+    let app = TestApp::start(settings.clone()).await;
+    let topic = settings.topics.updates_topic.clone();
+    let kafka = Kafka::connect(&settings.kafka).await.unwrap();
+    let context = upcreate_context(&settings, kafka, DeadLetterQueue::new(None), 1024 * 1024);
+    let cancel = CancellationToken::new();
+    let mut supervisor = Supervisor::new(context, cancel.clone());
+    supervisor.start_partition(0);
+    supervisor.start_partition(1);
+    // Started already: left alone.
+    supervisor.start_partition(1);
+    produce(&app, &topic, &updates(0..2, "first")).await;
+    app.produce(&topic, 1, &[&updates(2..3, "first")[0]]).await;
+    eventually("both partitions applied", || async {
+        (ids(&app).await == [2, 1, 0]).then_some(())
+    })
+    .await;
+
+    supervisor.stop_partition(0).await;
+    let mut running: Vec<i32> = supervisor.partitions().collect();
+    running.sort();
+    assert_eq!(running, [1]);
+    produce(&app, &topic, &updates(10..11, "not applied")).await;
+    app.produce(&topic, 1, &[&updates(20..21, "applied")[0]])
+        .await;
+    eventually("partition 1 applied", || async {
+        ids(&app).await.contains(&20).then_some(())
+    })
+    .await;
+    assert!(!ids(&app).await.contains(&10), "partition 0 was stopped");
+
+    // Started again, it resumes where it stopped.
+    supervisor.start_partition(0);
+    eventually("partition 0 applied", || async {
+        (ids(&app).await == [20, 10, 2, 1, 0]).then_some(())
+    })
+    .await;
+    cancel.cancel();
+    drop(supervisor);
     app.cleanup().await;
 }

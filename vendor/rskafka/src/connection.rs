@@ -36,9 +36,11 @@ pub enum Error {
     #[error("error getting cluster metadata: {0}")]
     Metadata(#[from] RequestError),
 
+    // rowsync patch: `#[source]`, so the cause (a refused certificate, say) stays reachable.
     #[error("error connecting to broker \"{broker}\": {error}")]
     Transport {
         broker: String,
+        #[source]
         error: transport::Error,
     },
 
@@ -53,6 +55,51 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// rowsync patch: whether connecting again cannot succeed until someone changes a setting
+    /// or a certificate: the TLS handshake failed (a certificate refused by either side, no
+    /// common protocol version) or the broker refused SASL authentication (wrong credentials,
+    /// a mechanism it does not offer). Such an error is returned to the caller at once instead
+    /// of being retried until the backoff deadline hides it.
+    pub fn is_fatal(&self) -> bool {
+        use crate::messenger::SaslError;
+        if tls_error(self).is_some() {
+            return true;
+        }
+        match self {
+            Self::SaslFailed(SaslError::RequestError(_) | SaslError::Callback(_)) => false,
+            Self::SaslFailed(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// rowsync patch: the TLS error somewhere in `error`'s chain of sources (rustls errors arrive
+/// wrapped in `std::io::Error`, whose `source` skips the wrapped error itself).
+#[cfg(feature = "transport-tls")]
+pub fn tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        current = error.source();
+    }
+    None
+}
+
+#[cfg(not(feature = "transport-tls"))]
+fn tls_error(_error: &(dyn std::error::Error + 'static)) -> Option<std::convert::Infallible> {
+    None
+}
 
 #[derive(Debug, Error)]
 pub struct MultiError(Vec<Box<dyn std::error::Error + Send + Sync>>);
@@ -490,6 +537,8 @@ where
     backoff
         .retry_with_backoff("broker_connect", || async {
             let mut errors = Vec::<Box<dyn std::error::Error + Send + Sync>>::new();
+            // rowsync patch: an error no retry can cure, returned if no broker connects.
+            let mut fatal = None;
             for broker in &brokers {
                 let conn = broker
                     .connect(
@@ -505,19 +554,26 @@ where
                     Ok(transport) => transport,
                     Err(e) => {
                         warn!(%e, "Failed to connect to broker");
-                        errors.push(Box::new(e));
+                        if fatal.is_none() && e.is_fatal() {
+                            fatal = Some(e);
+                        } else {
+                            errors.push(Box::new(e));
+                        }
                         continue;
                     }
                 };
 
-                return ControlFlow::Break(connection);
+                return ControlFlow::Break(Ok(connection));
+            }
+            if let Some(e) = fatal {
+                return ControlFlow::Break(Err(e));
             }
             let err = Box::<dyn std::error::Error + Send + Sync>::from(MultiError(errors));
             let err: Arc<dyn std::error::Error + Send + Sync> = err.into();
             ControlFlow::Continue(ErrorOrThrottle::Error(err))
         })
         .await
-        .map_err(Error::RetryFailed)
+        .map_err(Error::RetryFailed)?
 }
 
 async fn metadata_request_with_retry<A>(
@@ -843,5 +899,87 @@ mod tests {
         .unwrap();
 
         assert_eq!(*conn, FakeConn);
+    }
+
+    /// rowsync patch: refused credentials are returned at once, not retried until the deadline.
+    #[tokio::test]
+    async fn connect_returns_a_fatal_error_at_once() {
+        let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let brokers = vec![FakeBrokerRepresentation {
+            conn: Box::new({
+                let attempts = Arc::clone(&attempts);
+                move || {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    Err(Error::SaslFailed(
+                        crate::messenger::SaslError::AuthenticationFailed {
+                            mechanism: "SCRAM-SHA-512".to_owned(),
+                            error: crate::protocol::error::Error::SaslAuthenticationFailed,
+                            message: Some("invalid credentials".to_owned()),
+                        },
+                    ))
+                }
+            }),
+        }];
+        let error = connect_to_a_broker_with_retry(
+            brokers,
+            Arc::from(DEFAULT_CLIENT_ID),
+            &Default::default(),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+        assert!(error.is_fatal(), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "Sasl handshake failed: SCRAM-SHA-512 authentication failed: \
+             SaslAuthenticationFailed: invalid credentials"
+        );
+    }
+
+    #[test]
+    fn broken_connections_are_not_fatal() {
+        let error = Error::Transport {
+            broker: "b:9092".to_owned(),
+            error: transport::Error::IO(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            )),
+        };
+        assert!(!error.is_fatal());
+        let error = Error::SaslFailed(crate::messenger::SaslError::RequestError(
+            arbitrary_recoverable_error(),
+        ));
+        assert!(!error.is_fatal());
+    }
+
+    /// rowsync patch: a certificate the client refuses, wrapped as tokio-rustls wraps it, is fatal
+    /// and reachable through the error's sources.
+    #[cfg(feature = "transport-tls")]
+    #[test]
+    fn refused_certificates_are_fatal() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let error = Error::Transport {
+            broker: "b:9093".to_owned(),
+            error: transport::Error::IO(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                refused.clone(),
+            )),
+        };
+        assert!(error.is_fatal());
+        assert_eq!(tls_error(&error), Some(&refused));
+        // A TLS 1.3 server refuses a client certificate after the client's handshake is done:
+        // the alert arrives on the first read, poisoning the connection.
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        let read = RequestError::ReadFramedMessageError(crate::protocol::frame::ReadError::IO(
+            std::io::Error::new(std::io::ErrorKind::InvalidData, alert.clone()),
+        ));
+        let error = Error::SyncVersions(crate::messenger::SyncVersionsError::RequestError(
+            RequestError::Poisoned(Arc::new(read)),
+        ));
+        assert!(error.is_fatal());
+        assert_eq!(tls_error(&error), Some(&alert));
     }
 }

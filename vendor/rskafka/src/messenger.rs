@@ -169,8 +169,9 @@ pub enum RequestError {
     #[error("Cannot read framed message: {0}")]
     ReadFramedMessageError(#[from] crate::protocol::frame::ReadError),
 
+    // rowsync patch: `#[source]`, so the cause (a TLS alert, say) stays reachable.
     #[error("Connection is poisoned: {0}")]
-    Poisoned(Arc<RequestError>),
+    Poisoned(#[source] Arc<RequestError>),
 }
 
 #[derive(Error, Debug)]
@@ -212,6 +213,56 @@ pub enum SaslError {
 
     #[error("unsupported sasl mechanism")]
     UnsupportedSaslMechanism,
+
+    /// rowsync patch: the broker refused to authenticate (a wrong user name or password, say),
+    /// with the mechanism used and the broker's own message.
+    #[error(
+        "{mechanism} authentication failed: {error}{}",
+        broker_message(error, message)
+    )]
+    AuthenticationFailed {
+        mechanism: String,
+        error: ApiError,
+        message: Option<String>,
+    },
+
+    /// rowsync patch: the mechanism's exchange failed, with the mechanism used: for SCRAM, the
+    /// broker's final message reports an error (`e=invalid-proof`: a wrong password) or its
+    /// signature does not verify.
+    #[error("{mechanism} authentication failed: {source}")]
+    MechanismFailed {
+        mechanism: String,
+        #[source]
+        source: SessionError,
+    },
+
+    /// rowsync patch: the broker does not offer the configured mechanism (replaces
+    /// [`SaslError::UnsupportedSaslMechanism`], which said neither).
+    #[error(
+        "the broker does not offer SASL mechanism {mechanism} ({})",
+        offered_list(offered)
+    )]
+    MechanismNotOffered {
+        mechanism: String,
+        offered: Vec<String>,
+    },
+}
+
+/// What the broker offers, for [`SaslError::MechanismNotOffered`].
+fn offered_list(offered: &[String]) -> String {
+    if offered.is_empty() {
+        "it offers none".to_owned()
+    } else {
+        format!("it offers {}", offered.join(", "))
+    }
+}
+
+/// `: message` when the broker's message says more than the error code's name.
+fn broker_message(error: &ApiError, message: &Option<String>) -> String {
+    match message.as_deref().map(str::trim) {
+        Some(m) if !m.is_empty() && m != error.to_string() && m != "NONE" => format!(": {m}"),
+        _ => String::new(),
+    }
 }
 
 impl<RW> Messenger<RW>
@@ -572,15 +623,20 @@ where
 
     async fn sasl_authentication(
         &self,
+        mechanism: &str,
         auth_bytes: Vec<u8>,
     ) -> Result<SaslAuthenticateResponse, SaslError> {
         let req = SaslAuthenticateRequest::new(auth_bytes);
         let resp = self.request(req).await?;
         if let Some(err) = resp.error_code {
-            if let Some(s) = resp.error_message.0 {
+            if let Some(s) = &resp.error_message.0 {
                 debug!("Sasl auth error message: {s}");
             }
-            return Err(SaslError::ApiError(err));
+            return Err(SaslError::AuthenticationFailed {
+                mechanism: mechanism.to_owned(),
+                error: err,
+                message: resp.error_message.0,
+            });
         }
 
         Ok(resp)
@@ -590,7 +646,21 @@ where
         let req = SaslHandshakeRequest::new(mechanism);
         let resp = self.request(req).await?;
         if let Some(err) = resp.error_code {
-            return Err(SaslError::ApiError(err));
+            return Err(match err {
+                ApiError::UnsupportedSaslMechanism => SaslError::MechanismNotOffered {
+                    mechanism: mechanism.to_owned(),
+                    // Some brokers (tansu) echo the mechanism asked for.
+                    offered: offered_mechanisms(&resp)
+                        .into_iter()
+                        .filter(|m| m != mechanism)
+                        .collect(),
+                },
+                error => SaslError::AuthenticationFailed {
+                    mechanism: mechanism.to_owned(),
+                    error,
+                    message: None,
+                },
+            });
         }
         Ok(resp)
     }
@@ -610,7 +680,10 @@ where
         let prefer_mechanism =
             Mechname::parse(mechanism.as_bytes()).map_err(SaslError::InvalidSaslMechanism)?;
         if !mechanisms.contains(&prefer_mechanism) {
-            return Err(SaslError::UnsupportedSaslMechanism);
+            return Err(SaslError::MechanismNotOffered {
+                mechanism: mechanism.to_owned(),
+                offered: raw_mechanisms.iter().map(|m| m.0.clone()).collect(),
+            });
         }
         let mut session = sasl
             .start_suggested(&[prefer_mechanism])
@@ -620,11 +693,17 @@ where
         let mut data_received: Option<Vec<u8>> = None;
         loop {
             let mut to_sent = Cursor::new(Vec::new());
-            let state = session.step(data_received.as_deref(), &mut to_sent)?;
+            let state = session
+                .step(data_received.as_deref(), &mut to_sent)
+                .map_err(|source| SaslError::MechanismFailed {
+                    mechanism: mechanism.to_owned(),
+                    source,
+                })?;
 
             if state.has_sent_message() {
-                let authentication_response =
-                    self.sasl_authentication(to_sent.into_inner()).await?;
+                let authentication_response = self
+                    .sasl_authentication(mechanism, to_sent.into_inner())
+                    .await?;
                 data_received = Some(authentication_response.auth_bytes.0);
             }
 
@@ -641,6 +720,17 @@ impl<RW> Drop for Messenger<RW> {
     fn drop(&mut self) {
         self.join_handle.abort();
     }
+}
+
+/// The mechanisms a handshake response lists.
+fn offered_mechanisms(response: &SaslHandshakeResponse) -> Vec<String> {
+    response
+        .mechanisms
+        .0
+        .iter()
+        .flatten()
+        .map(|m| m.0.clone())
+        .collect()
 }
 
 fn sorted_ranges_repr(ranges: &HashMap<ApiKey, ApiVersionRange>) -> String {

@@ -1,7 +1,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use tokio::sync::Mutex;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     backoff::{Backoff, BackoffConfig, ErrorOrThrottle},
@@ -246,6 +246,16 @@ where
             };
 
             match error {
+                // rowsync patch: a refused certificate or refused credentials stay refused;
+                // returned to the caller, who decides whether it is worth an error line.
+                Error::Connection(ref e) if e.is_fatal() => {
+                    warn!(
+                        e=%error,
+                        request_name,
+                        "request encountered fatal error",
+                    );
+                    return ControlFlow::Break(Err(error));
+                }
                 // broken connection
                 Error::Request(RequestError::Poisoned(_) | RequestError::IO(_))
                 | Error::Connection(_) => {

@@ -637,6 +637,8 @@ where
             };
 
             let retry = match error {
+                // rowsync patch: a refused certificate or refused credentials stay refused.
+                Error::Connection(ref e) if e.is_fatal() => false,
                 Error::Request(RequestError::Poisoned(_) | RequestError::IO(_))
                 | Error::Connection(_) => {
                     if let Some(cache_gen) = cache_gen {

@@ -33,10 +33,20 @@ pub enum SaslConfig {
     Oauthbearer(OauthBearerCredentials),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
+}
+
+/// rowsync patch: the password never shows in `{:?}` output (of a [`SaslConfig`] too).
+impl Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Credentials {
@@ -145,5 +155,23 @@ impl Debug for OauthBearerCredentials {
             .field("authz_id", &self.authz_id)
             .field("bearer_kvs", &self.bearer_kvs)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let credentials = Credentials::new("alice".to_owned(), "hunter2".to_owned());
+        for debug in [
+            format!("{credentials:?}"),
+            format!("{:?}", SaslConfig::ScramSha512(credentials.clone())),
+            format!("{:#?}", SaslConfig::Plain(credentials)),
+        ] {
+            assert!(debug.contains("alice"), "{debug}");
+            assert!(!debug.contains("hunter2"), "{debug}");
+        }
     }
 }

@@ -101,7 +101,6 @@ where
     }
 }
 
-#[derive(Debug)]
 pub struct SaslAuthenticateRequest {
     /// The SASL authentication bytes from the client, as defined by the SASL mechanism.
     ///
@@ -112,6 +111,20 @@ pub struct SaslAuthenticateRequest {
     ///
     /// Added in version 2.
     pub tagged_fields: Option<TaggedFields>,
+}
+
+/// rowsync patch: the authentication bytes (a PLAIN password in clear) never show in `{:?}`
+/// output, only their length.
+impl std::fmt::Debug for SaslAuthenticateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaslAuthenticateRequest")
+            .field(
+                "auth_bytes",
+                &format_args!("<{} bytes>", self.auth_bytes.0.len()),
+            )
+            .field("tagged_fields", &self.tagged_fields)
+            .finish()
+    }
 }
 
 impl SaslAuthenticateRequest {

@@ -1,0 +1,136 @@
+//! What a worker's loops share ([`WorkerContext`]), built by one constructor from what the
+//! registry holds for every worker ([`WorkerDeps`]). The loops themselves live in
+//! [`Supervisor`](super::Supervisor) and [`PartitionConsumer`](super::PartitionConsumer).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
+
+use deadpool_postgres::Pool;
+use rskafka::{
+    client::error::{Error as KafkaError, ProtocolError},
+    record::RecordAndOffset,
+};
+
+use super::{dead_letter::DeadLetterQueue, kind::WorkerKind, stats::WorkerStats};
+use crate::{error::Error, kafka::Kafka, metrics::BatchMetrics};
+
+/// What every worker needs: where to read, where to write.
+#[derive(Clone)]
+pub struct WorkerDeps {
+    pub pool: Pool,
+    pub kafka: Kafka,
+    /// The topic each worker reads.
+    pub topics: HashMap<WorkerKind, String>,
+    /// Where each worker's dead letters go.
+    pub dead_letters: HashMap<WorkerKind, DeadLetterQueue>,
+    /// Partitions and replication factor of topics rowsync creates.
+    pub topic_layout: (i32, i16),
+    /// Most bytes one fetch asks for.
+    pub fetch_max_bytes: i32,
+    /// Longest the broker may hold a fetch open waiting for records.
+    pub fetch_max_wait_ms: i32,
+    /// Where batch sizes and latencies are recorded.
+    pub batch_metrics: BatchMetrics,
+    /// Bound on any single PostgreSQL operation.
+    pub db_timeout: Duration,
+}
+
+/// What one run of one worker's loops share; built by [`WorkerContext::new`], then read-only
+/// but for the two flags at the end.
+pub struct WorkerContext {
+    pub(super) kind: WorkerKind,
+    pub(super) topic: String,
+    pub(super) pool: Pool,
+    pub(super) kafka: Kafka,
+    /// The worker's counters, kept by the registry across runs.
+    pub(super) stats: Arc<WorkerStats>,
+    /// Where records that cannot be applied go.
+    pub(super) dead_letters: DeadLetterQueue,
+    /// Partitions and replication factor to recreate the topic with, should it vanish.
+    pub(super) topic_layout: (i32, i16),
+    /// Most bytes one fetch asks for.
+    pub(super) fetch_max_bytes: i32,
+    /// Longest the broker may hold a fetch open waiting for records (tansu needs ≥ 1 ms).
+    pub(super) fetch_max_wait_ms: i32,
+    /// Where batch sizes and latencies are recorded.
+    pub(super) batch_metrics: BatchMetrics,
+    /// Bound on any single PostgreSQL operation (reading offsets, applying a batch).
+    pub(super) db_timeout: Duration,
+    /// Partitions of the topic, once listed (0 before): records without a key are counted
+    /// when there is more than one.
+    pub(super) topic_partitions: AtomicUsize,
+    /// Whether this run of the worker has warned about records without a key (once per run).
+    unkeyed_warned: AtomicBool,
+}
+
+impl WorkerContext {
+    /// The context of one run of worker `kind`, reporting to `stats`.
+    pub fn new(kind: WorkerKind, deps: &WorkerDeps, stats: Arc<WorkerStats>) -> Self {
+        Self {
+            kind,
+            topic: deps.topics[&kind].clone(),
+            pool: deps.pool.clone(),
+            kafka: deps.kafka.clone(),
+            stats,
+            dead_letters: deps.dead_letters[&kind].clone(),
+            topic_layout: deps.topic_layout,
+            fetch_max_bytes: deps.fetch_max_bytes,
+            fetch_max_wait_ms: deps.fetch_max_wait_ms,
+            batch_metrics: deps.batch_metrics.clone(),
+            db_timeout: deps.db_timeout,
+            topic_partitions: AtomicUsize::new(0),
+            unkeyed_warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Creates the topic again (a broker that lost its topics, restarted with memory storage, say).
+    pub(super) async fn recreate_topic(&self) {
+        let (partitions, replication) = self.topic_layout;
+        if let Err(error) = self
+            .kafka
+            .ensure_topics(&[&self.topic], partitions, replication)
+            .await
+        {
+            tracing::warn!(worker = self.kind.name(), topic = %self.topic, error = %error, "cannot recreate the topic");
+        }
+    }
+
+    /// Records without a key, counted when the topic has more than one partition (their
+    /// producer spread one id's updates over partitions, whose order Kafka does not keep);
+    /// warns once per run of the worker.
+    pub(super) fn count_unkeyed(&self, partition: i32, records: &[RecordAndOffset]) -> u64 {
+        let partitions = self.topic_partitions.load(Relaxed);
+        if partitions <= 1 {
+            return 0;
+        }
+        let unkeyed = records.iter().filter(|r| r.record.key.is_none()).count() as u64;
+        if unkeyed > 0 && !self.unkeyed_warned.swap(true, Relaxed) {
+            tracing::warn!(
+                worker = self.kind.name(),
+                topic = %self.topic,
+                partition,
+                partitions,
+                "records without a key on a topic with several partitions: updates to one id may be applied out of order; key them by id (logged once per worker start)"
+            );
+        }
+        unkeyed
+    }
+}
+
+/// Whether the broker does not know the topic (then it is worth recreating).
+pub(super) fn is_unknown_topic(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::NoPartitions(_)
+            | Error::Kafka(KafkaError::ServerError {
+                protocol_error: ProtocolError::UnknownTopicOrPartition,
+                ..
+            })
+    )
+}

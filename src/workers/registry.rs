@@ -1,0 +1,187 @@
+//! The worker registry ([`WorkerRegistry`]): starts and stops each worker's supervisor task,
+//! stores each worker's wish to run and its offsets in PostgreSQL, and keeps its counters.
+//! What a running worker does is the [`Supervisor`]'s.
+
+use std::{collections::HashMap, sync::Arc};
+
+use tokio::{sync::Mutex, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    context::{WorkerContext, WorkerDeps},
+    kind::WorkerKind,
+    stats::{WorkerState, WorkerStats},
+    supervisor::{Supervisor, STOP_DEADLINE},
+};
+use crate::{
+    db,
+    error::{bounded, Error, Result},
+};
+
+/// A started worker: the token that asks it to stop and the task to wait for.
+struct RunningWorker {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Owns every worker task: starts them, stops them, and keeps their counters.
+///
+/// Nothing a worker spawns outlives it: the supervisor task owns its partition loops
+/// (a `JoinSet`), and the registry owns the supervisor.
+pub struct WorkerRegistry {
+    deps: WorkerDeps,
+    /// Started workers. A tokio mutex, held across the whole of a start or a stop, so that a
+    /// start never overlaps a stop still draining its last batch (two loops on one partition).
+    running: Mutex<HashMap<WorkerKind, RunningWorker>>,
+    stats: HashMap<WorkerKind, Arc<WorkerStats>>,
+    /// Parent of every worker's token: cancelled at shutdown.
+    root: CancellationToken,
+}
+
+impl WorkerRegistry {
+    /// A registry with every worker stopped.
+    pub fn new(deps: WorkerDeps, root: CancellationToken) -> Self {
+        let stats = WorkerKind::ALL
+            .into_iter()
+            .map(|kind| (kind, Arc::new(WorkerStats::new(kind, &deps.topics[&kind]))))
+            .collect();
+        Self {
+            deps,
+            running: Mutex::new(HashMap::new()),
+            stats,
+            root,
+        }
+    }
+
+    /// Starts the worker unless it is running already (then this changes nothing).
+    ///
+    /// The wish is stored in PostgreSQL first, so the worker runs again after a restart.
+    pub async fn start(&self, kind: WorkerKind) -> Result<WorkerState> {
+        let mut running = self.running.lock().await;
+        self.set_desired(kind, true).await?;
+        if let Some(worker) = running.get(&kind) {
+            if !worker.task.is_finished() {
+                return Ok(self.stats[&kind].state());
+            }
+        }
+        running.insert(kind, self.spawn(kind));
+        tracing::info!(worker = %kind, "worker started");
+        Ok(WorkerState::Running)
+    }
+
+    /// Stops the worker at its next batch boundary and waits for it; a stopped worker is left as is.
+    ///
+    /// The wish is stored in PostgreSQL first, so the worker stays stopped after a restart.
+    pub async fn stop(&self, kind: WorkerKind) -> Result<WorkerState> {
+        let mut running = self.running.lock().await;
+        self.set_desired(kind, false).await?;
+        if let Some(worker) = running.remove(&kind) {
+            stop_worker(kind, worker).await;
+        }
+        self.stats[&kind].set_state(WorkerState::Stopped);
+        Ok(WorkerState::Stopped)
+    }
+
+    /// Starts the workers whose stored wish is to run (at start-up).
+    pub async fn restore(&self) -> Result<()> {
+        let client = self.deps.pool.get().await?;
+        let wanted = bounded(
+            "reading workers' desired state",
+            self.deps.db_timeout,
+            db::workers::desired_running(&client),
+        )
+        .await?;
+        drop(client);
+        let mut running = self.running.lock().await;
+        for kind in wanted.iter().filter_map(|name| WorkerKind::from_name(name)) {
+            if let std::collections::hash_map::Entry::Vacant(entry) = running.entry(kind) {
+                entry.insert(self.spawn(kind));
+                tracing::info!(worker = %kind, "worker resumed: it was running before the restart");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every worker (at shutdown) without changing their stored wishes.
+    pub async fn stop_all(&self) {
+        let mut running = self.running.lock().await;
+        for (kind, worker) in running.drain() {
+            stop_worker(kind, worker).await;
+            self.stats[&kind].set_state(WorkerState::Stopped);
+        }
+    }
+
+    /// Stores new next offsets for a stopped worker; refuses ([`Error::WorkerRunning`]) while it runs.
+    ///
+    /// `to` maps each partition to change to its new next offset, computed by `plan` (which may
+    /// ask the broker); holding the registry lock meanwhile keeps the worker from starting.
+    pub async fn reset_offsets<F, Fut>(&self, kind: WorkerKind, plan: F) -> Result<Vec<(i32, i64)>>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<(i32, i64)>>>,
+    {
+        let running = self.running.lock().await;
+        if running.get(&kind).is_some_and(|w| !w.task.is_finished()) {
+            return Err(Error::WorkerRunning(kind.name()));
+        }
+        let topic = self.deps.topics[&kind].clone();
+        let offsets = plan(topic.clone()).await?;
+        let client = self.deps.pool.get().await?;
+        bounded(
+            "storing offsets",
+            self.deps.db_timeout,
+            db::offsets::store(&client, kind.name(), &topic, &offsets),
+        )
+        .await?;
+        for &(partition, offset) in &offsets {
+            self.stats[&kind].update(partition, |p| p.next_offset = Some(offset));
+        }
+        tracing::info!(worker = %kind, topic, ?offsets, "offsets reset");
+        Ok(offsets)
+    }
+
+    /// The topic a worker reads.
+    pub fn topic(&self, kind: WorkerKind) -> &str {
+        &self.deps.topics[&kind]
+    }
+
+    fn spawn(&self, kind: WorkerKind) -> RunningWorker {
+        let cancel = self.root.child_token();
+        let stats = Arc::clone(&self.stats[&kind]);
+        stats.set_state(WorkerState::Running);
+        let context = Arc::new(WorkerContext::new(kind, &self.deps, stats));
+        let span = tracing::info_span!("worker", worker = kind.name(), topic = %context.topic);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            Supervisor::new(context, cancel.clone()).run(),
+            span,
+        ));
+        RunningWorker { cancel, task }
+    }
+
+    async fn set_desired(&self, kind: WorkerKind, running: bool) -> Result<()> {
+        let client = self.deps.pool.get().await?;
+        bounded(
+            "storing a worker's desired state",
+            self.deps.db_timeout,
+            db::workers::set_desired(&client, kind.name(), running),
+        )
+        .await
+    }
+
+    /// The counters and state of one worker.
+    pub fn stats(&self, kind: WorkerKind) -> &WorkerStats {
+        &self.stats[&kind]
+    }
+}
+
+async fn stop_worker(kind: WorkerKind, mut worker: RunningWorker) {
+    worker.cancel.cancel();
+    match tokio::time::timeout(STOP_DEADLINE, &mut worker.task).await {
+        Ok(Ok(())) => tracing::info!(worker = %kind, "worker stopped"),
+        Ok(Err(e)) => tracing::error!(worker = %kind, error = %e, "worker task failed"),
+        Err(_) => {
+            tracing::warn!(worker = %kind, "worker did not stop in time; aborting it");
+            worker.task.abort();
+        }
+    }
+}
