@@ -21,8 +21,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --target x86_64-unknown-linux-musl \
  && cp target/x86_64-unknown-linux-musl/release/rowsync /rowsync
 
-# The image is the binary and nothing else: no shell, no libc, no CA bundle (rowsync speaks plain
-# TCP to PostgreSQL and Kafka).
+# The image is the binary and nothing else: no shell, no libc, no CA bundle (for TLS the binary
+# carries Mozilla's roots; a private CA is mounted and named by KAFKA_SSL_CA_LOCATION/DB_SSLROOTCERT).
 FROM scratch
 COPY --from=build /rowsync /rowsync
 USER 10001:10001
