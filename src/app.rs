@@ -1,5 +1,11 @@
 //! Assembles the service: migrate, connect, create topics, start the response log, bind the
-//! listener; then serve until a shutdown signal and stop everything in order.
+//! listener, resume the workers; then serve until a shutdown signal and stop everything in order.
+//!
+//! The application owns every task it starts: its own background tasks (change listener, shared
+//! row reads, response-log publisher) run on one `TaskTracker`, awaited at shutdown after the root
+//! `CancellationToken` is cancelled; the worker registry owns the workers, each producer its
+//! per-partition tasks. A build that fails part way, or an application dropped unrun, cancels
+//! the root token, so it leaves nothing running.
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
@@ -8,19 +14,27 @@ use poem::{
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
     Server,
 };
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{
+    sync::{CancellationToken, DropGuard},
+    task::TaskTracker,
+};
 
 use crate::{
     config::Settings,
-    db,
+    db::{self, pool_metrics::PoolCollector},
     http::{
         self, auth::Guard, listener::NoDelayAcceptor, listing_cache::ListingCache,
-        response_log::ResponseLog, AppState,
+        request_metrics::RequestMetrics, AppState,
     },
-    kafka::{producer::TopicProducer, Kafka},
+    kafka::{
+        producer::TopicProducer,
+        response_log::{ResponseLog, ResponseLogCollector, ResponseLogStats},
+        Kafka,
+    },
     metrics::Metrics,
-    workers::{dead_letter::DeadLetterQueue, WorkerDeps, WorkerKind, WorkerRegistry},
+    workers::{
+        dead_letter::DeadLetterQueue, metrics::BatchMetrics, WorkerDeps, WorkerKind, WorkerRegistry,
+    },
 };
 
 /// Records the response-log queue holds before it drops new ones.
@@ -35,11 +49,15 @@ pub struct Application {
     acceptor: TcpAcceptor,
     port: u16,
     state: Arc<AppState>,
+    /// The response log's queue (for the middleware) and publisher (drained at shutdown);
     /// `None` when `REST_LOG_ENABLED=false`.
     response_log: Option<ResponseLog>,
-    response_log_task: Option<JoinHandle<()>>,
-    stats: Arc<http::response_log::ResponseLogStats>,
-    root: CancellationToken,
+    stats: Arc<ResponseLogStats>,
+    /// The application's own background tasks: closed and awaited at shutdown.
+    tasks: TaskTracker,
+    /// The root of every cancellation token (workers, change listener, row reads): cancelled at
+    /// shutdown, or when the application is dropped before it runs.
+    root: DropGuard,
 }
 
 impl Application {
@@ -52,13 +70,9 @@ impl Application {
             .await
             .context("connecting to Kafka")?;
         let topics = &settings.topics;
-        let sources = [
-            (WorkerKind::Upcreate, topics.updates_topic.clone()),
-            (WorkerKind::Delete, topics.delete_topic.clone()),
-        ];
-        let dead_letter_topics: Vec<(WorkerKind, Option<String>)> = sources
-            .iter()
-            .map(|(kind, source)| (*kind, topics.dead_letter_topic(source)))
+        let dead_letter_topics: Vec<(WorkerKind, Option<String>)> = WorkerKind::ALL
+            .into_iter()
+            .map(|kind| (kind, topics.dead_letter_topic(kind)))
             .collect();
         let mut all_topics: Vec<&str> = vec![
             &topics.updates_topic,
@@ -82,17 +96,19 @@ impl Application {
                 .await
                 .context("connecting to the objects topic")?,
         );
-        let (response_log, stats, response_log_task) = if topics.rest_log_enabled {
+        let tasks = TaskTracker::new();
+        let (response_log, stats) = if topics.rest_log_enabled {
             let rest_log = Arc::new(
                 TopicProducer::connect(&kafka, &topics.rest_log_topic)
                     .await
                     .context("connecting to the response-log topic")?,
             );
-            let (log, stats, task) = ResponseLog::spawn(rest_log, RESPONSE_LOG_QUEUE);
-            (Some(log), stats, Some(task))
+            let log = ResponseLog::spawn(rest_log, RESPONSE_LOG_QUEUE, &tasks);
+            let stats = Arc::clone(&log.stats);
+            (Some(log), stats)
         } else {
             tracing::info!("response log off (REST_LOG_ENABLED=false)");
-            (None, Arc::default(), None)
+            (None, Arc::default())
         };
 
         let mut dead_letters = HashMap::new();
@@ -108,14 +124,22 @@ impl Application {
             dead_letters.insert(kind, DeadLetterQueue::new(producer));
         }
 
+        // Each part registers what it exports; the order is the order of `/metrics`.
         let mut metrics = Metrics::new();
+        let request_metrics = Arc::new(RequestMetrics::register(metrics.registry_mut()));
+        let batch_metrics = BatchMetrics::register(metrics.registry_mut());
         let root = CancellationToken::new();
-        let table_version = db::changes::listen(&settings.database, root.clone())?;
+        // Armed from here on: should the build fail (or be dropped), what it started stops.
+        let root_guard = root.clone().drop_guard();
+        let table_version = db::changes::listen(&settings.database, root.clone(), &tasks)?;
         let registry = Arc::new(WorkerRegistry::new(
             WorkerDeps {
                 pool: pool.clone(),
                 kafka: kafka.clone(),
-                topics: HashMap::from(sources),
+                topics: WorkerKind::ALL
+                    .into_iter()
+                    .map(|kind| (kind, topics.source_topic(kind).to_owned()))
+                    .collect(),
                 dead_letters,
                 topic_layout: (
                     settings.kafka.topic_partitions,
@@ -123,13 +147,15 @@ impl Application {
                 ),
                 fetch_max_bytes: settings.kafka.kafka_fetch_max_bytes,
                 fetch_max_wait_ms: settings.kafka.kafka_fetch_max_wait_ms,
-                batch_metrics: metrics.batches(),
+                batch_metrics,
                 db_timeout: settings.database.timeout(),
             },
             root.clone(),
         ));
-        metrics.read_state_from(Arc::clone(&registry), Arc::clone(&stats), pool.clone());
-        registry.restore().await.context("resuming workers")?;
+        let collectors = metrics.registry_mut();
+        collectors.register_collector(Box::new(registry.metrics_collector()));
+        collectors.register_collector(Box::new(ResponseLogCollector(Arc::clone(&stats))));
+        collectors.register_collector(Box::new(PoolCollector::new(pool.clone())));
 
         let acceptor = TcpListener::bind(settings.listen_addr)
             .into_acceptor()
@@ -140,6 +166,8 @@ impl Application {
             .first()
             .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
             .context("the listener has no TCP address")?;
+        // Last, once the port is ours: a failed bind must leave no worker running.
+        registry.restore().await.context("resuming workers")?;
 
         Ok(Self {
             acceptor,
@@ -148,20 +176,23 @@ impl Application {
                 row_reads: db::row_reads::RowReads::spawn(
                     pool.clone(),
                     settings.database.timeout(),
+                    &tasks,
+                    root.clone(),
                 ),
                 pool,
                 registry,
                 kafka,
                 objects,
                 metrics: Arc::new(metrics),
+                request_metrics,
                 guard: Guard::new(&settings.auth),
                 listing: Arc::new(ListingCache::new(table_version)),
                 db_timeout: settings.database.timeout(),
             }),
             response_log,
-            response_log_task,
             stats,
-            root,
+            tasks,
+            root: root_guard,
         })
     }
 
@@ -171,34 +202,44 @@ impl Application {
     }
 
     /// Response-log counters.
-    pub fn response_log_stats(&self) -> Arc<http::response_log::ResponseLogStats> {
+    pub fn response_log_stats(&self) -> Arc<ResponseLogStats> {
         Arc::clone(&self.stats)
     }
 
+    /// The application's own background tasks (change listener, shared row reads, response-log
+    /// publisher), for tests: closed and empty once [`run_until_stopped`](Self::run_until_stopped)
+    /// returns.
+    pub fn tasks(&self) -> TaskTracker {
+        self.tasks.clone()
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish,
-    /// stops the workers at a batch boundary and drains the response log.
+    /// stops the workers at a batch boundary, drains the response log and waits for every
+    /// background task to end.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         tracing::info!(port = self.port, "serving");
-        let endpoint = http::endpoint(Arc::clone(&self.state), self.response_log);
+        let (queue, publisher) = match self.response_log {
+            Some(log) => (Some(log.queue), Some(log.publisher)),
+            None => (None, None),
+        };
+        let endpoint = http::endpoint(Arc::clone(&self.state), queue);
         Server::new_with_acceptor(NoDelayAcceptor(self.acceptor))
             .run_with_graceful_shutdown(endpoint, shutdown, Some(REQUEST_DRAIN))
             .await
             .context("serving HTTP")?;
         tracing::info!("stopped accepting requests; stopping workers");
         self.state.registry.stop_all().await;
-        self.root.cancel();
+        // Disarmed only to cancel it here, in order; the change listener and row reads end.
+        self.root.disarm().cancel();
         // The endpoint, and with it the last response-log sender, is gone: the publisher drains.
-        if let Some(task) = self.response_log_task {
-            if tokio::time::timeout(RESPONSE_LOG_DRAIN, task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("response log not drained in time; queued records are lost");
-            }
+        if let Some(publisher) = publisher {
+            publisher.drain(RESPONSE_LOG_DRAIN).await;
         }
+        self.tasks.close();
+        self.tasks.wait().await;
         self.state.pool.close();
         tracing::info!("stopped");
         Ok(())

@@ -1,5 +1,6 @@
 //! Shutdown signals: the first Ctrl-C or SIGTERM starts a graceful shutdown; a second one
-//! exits the process at once.
+//! exits the process at once. The task watching for that second signal is the one nobody stops:
+//! it lives until the process exits, which it may cause.
 
 /// Exit code after a second signal (128 + SIGINT, as shells report an interrupted program).
 pub const FORCED_EXIT_CODE: i32 = 130;

@@ -1,4 +1,4 @@
-//! The consumer scenarios: the upsert and delete workers draining pre-produced topics, each
+//! The consumer scenarios: the upcreate and delete workers draining pre-produced topics, each
 //! beside the same SQL sent straight to PostgreSQL by the benchmark; and end-to-end latency.
 
 use std::{
@@ -207,7 +207,7 @@ fn encode(changes: &[Vec<Change>], upsert: bool) -> Vec<Vec<Vec<u8>>> {
         .collect()
 }
 
-/// Upsert worker: `sizes.upserts` messages, ids repeating (inserts and updates), spread over
+/// Upcreate worker: `sizes.upserts` messages, ids repeating (inserts and updates), spread over
 /// the partitions (one id can be on several).
 pub async fn upsert(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
     let mut fixture = Fixture::new("upsert").await?;
@@ -296,7 +296,7 @@ pub async fn upsert(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         Figure::new(
             "upsert",
             format!(
-                "upsert worker drains {} messages, {PARTITIONS} partitions (median of {} rounds)",
+                "upcreate worker drains {} messages, {PARTITIONS} partitions (median of {} rounds)",
                 sizes.upserts, sizes.rounds
             ),
             worker_rate,

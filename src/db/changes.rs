@@ -2,6 +2,9 @@
 //! channel `rowsync_some_model` at every commit that changed it, and one dedicated connection
 //! listens. Each notification bumps a generation, so a reader can tell whether what it cached
 //! is still current. While the listener is down, nothing counts as current.
+//!
+//! Its two tasks (the listener and the round trips of [`TableVersion::synced`]) run on the
+//! caller's `TaskTracker` and end when the caller's token is cancelled: the application owns them.
 
 use std::{
     sync::{
@@ -14,7 +17,7 @@ use std::{
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{tls, Connector};
 use crate::config::DatabaseSettings;
@@ -83,10 +86,12 @@ impl TableVersion {
     }
 }
 
-/// Starts the listener; it reconnects until `cancel` fires.
+/// Starts the listener and its round trips on `tasks`; the listener reconnects until `cancel`
+/// fires, and both tasks end then.
 pub fn listen(
     settings: &DatabaseSettings,
     cancel: CancellationToken,
+    tasks: &TaskTracker,
 ) -> anyhow::Result<Arc<TableVersion>> {
     let connector = Connector::new(settings)?;
     let (waiters, queued) = mpsc::unbounded_channel();
@@ -94,36 +99,46 @@ pub fn listen(
         waiters: Some(waiters),
         ..TableVersion::default()
     });
-    tokio::spawn(sync_rounds(
+    // A round trip still out at shutdown is abandoned: nobody is waiting for it any more.
+    tasks.spawn(cancel.clone().run_until_cancelled_owned(sync_rounds(
         Arc::clone(&version),
         queued,
         settings.timeout(),
-        cancel.clone(),
+    )));
+    tasks.spawn(listen_until_cancelled(
+        connector,
+        Arc::clone(&version),
+        cancel,
     ));
-    let shared = Arc::clone(&version);
-    tokio::spawn(async move {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                outcome = listen_once(&connector, &shared) => {
-                    shared.client.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    shared.set_listening(false);
-                    match outcome {
-                        Ok(()) => tracing::warn!("change listener connection closed; the listing is not cached until it is back"),
-                        Err(error) => tracing::warn!(error = %tls::describe(&error), "change listener failed; the listing is not cached until it is back"),
-                    }
+    Ok(version)
+}
+
+/// Keeps a listening connection, reconnecting with backoff, until `cancel` fires.
+async fn listen_until_cancelled(
+    connector: Connector,
+    version: Arc<TableVersion>,
+    cancel: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            outcome = listen_once(&connector, &version) => {
+                version.client.lock().unwrap_or_else(|e| e.into_inner()).take();
+                version.set_listening(false);
+                match outcome {
+                    Ok(()) => tracing::warn!("change listener connection closed; the listing is not cached until it is back"),
+                    Err(error) => tracing::warn!(error = %tls::describe(&error), "change listener failed; the listing is not cached until it is back"),
                 }
             }
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
-        shared.set_listening(false);
-    });
-    Ok(version)
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    version.set_listening(false);
 }
 
 /// Answers the callers of [`TableVersion::synced`]: takes everyone queued, makes one round
@@ -133,14 +148,9 @@ async fn sync_rounds(
     version: Arc<TableVersion>,
     mut queued: mpsc::UnboundedReceiver<SyncWaiter>,
     timeout: Duration,
-    cancel: CancellationToken,
 ) {
     let mut round = Vec::new();
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            taken = queued.recv_many(&mut round, usize::MAX) => if taken == 0 { break },
-        }
+    while queued.recv_many(&mut round, usize::MAX).await > 0 {
         let generation = version.round_trip(timeout).await;
         for waiter in round.drain(..) {
             // A caller that gave up (timed out, or its request went away) is simply skipped.

@@ -1,10 +1,12 @@
 //! PostgreSQL: the connection pool and the embedded migrations; every connection goes through
 //! [`tls`]. The SQL lives in [`rows`], [`offsets`] and [`workers`]; [`errors`] says what
-//! PostgreSQL's errors mean; [`row_reads`] shares single-row reads.
+//! PostgreSQL's errors mean; [`row_reads`] shares single-row reads; [`pool_metrics`] exports the
+//! pool's usage.
 
 pub mod changes;
 pub mod errors;
 pub mod offsets;
+pub mod pool_metrics;
 pub mod row_reads;
 pub mod rows;
 pub mod tls;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
-use crate::config::DatabaseSettings;
+use crate::{config::DatabaseSettings, error::error_chain};
 
 mod embedded {
     refinery::embed_migrations!("sql");
@@ -46,7 +48,7 @@ impl Connector {
     /// Opens one connection; its error is one line naming the setting to fix.
     pub async fn connect(&self) -> anyhow::Result<(tokio_postgres::Client, Connection)> {
         self.config.connect(self.tls.clone()).await.map_err(|e| {
-            let text = tls::describe(&e);
+            let text = errors::describe(&e);
             anyhow::Error::msg(match text.strip_prefix("PostgreSQL: ") {
                 Some(rest) => format!("PostgreSQL at {}: {rest}", self.addresses()),
                 None => text,
@@ -134,18 +136,6 @@ pub async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<()> {
     drop(client);
     let _ = connection.await;
     outcome
-}
-
-/// Display of an error and all its sources: refinery's own Display hides PostgreSQL's message.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Whether every embedded migration has been applied to the configured schema.

@@ -4,11 +4,15 @@
 //!
 //! Each read is as fresh as a query of its own: the shared query starts after every read it
 //! answers was asked for, so it sees every change committed before that.
+//!
+//! The task running the shared queries is the caller's: it runs on the caller's `TaskTracker`
+//! and ends when the caller's token is cancelled (or every [`RowReads`] handle is gone).
 
 use std::{collections::HashMap, time::Duration};
 
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::rows;
 use crate::{
@@ -25,16 +29,22 @@ struct Waiting {
     answer: oneshot::Sender<Result<Option<Row>>>,
 }
 
-/// The handle of the task running the shared queries; it ends once every handle is dropped.
+/// Where reads wait for the task running the shared queries.
 pub struct RowReads {
     queue: mpsc::UnboundedSender<Waiting>,
 }
 
 impl RowReads {
-    /// Starts the task; each shared query gets `timeout` for a connection and its answer.
-    pub fn spawn(pool: Pool, timeout: Duration) -> Self {
+    /// Starts the task on `tasks`, until `cancel` fires; each shared query gets `timeout` for a
+    /// connection and its answer. Reads still waiting when it stops fail.
+    pub fn spawn(
+        pool: Pool,
+        timeout: Duration,
+        tasks: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
         let (queue, queued) = mpsc::unbounded_channel();
-        tokio::spawn(read_rounds(pool, queued, timeout));
+        tasks.spawn(cancel.run_until_cancelled_owned(read_rounds(pool, queued, timeout)));
         Self { queue }
     }
 

@@ -1,6 +1,5 @@
 //! TLS to PostgreSQL with rustls (ring), so the static musl binary needs no OpenSSL: libpq's
-//! `sslmode` semantics on top of tokio-postgres-rustls, client certificates, and errors that
-//! name the setting to fix.
+//! `sslmode` semantics on top of tokio-postgres-rustls, and client certificates.
 //!
 //! tokio-postgres itself knows only disable, prefer and require; verify-ca and verify-full run as
 //! its `Require` with [`Verifier`] doing what libpq does:
@@ -10,10 +9,12 @@
 //! | `prefer`, `require` | none, unless a root certificate is given: then the chain (libpq does so when `root.crt` exists) |
 //! | `verify-ca` | the chain, against the given roots or Mozilla's |
 //! | `verify-full` | the chain and the host name (DNS or IP address) |
+//!
+//! What a failed connection means, a failed handshake included, is [`errors`](super::errors)'s
+//! (its [`describe`] is re-exported here).
 
-use std::{fmt, future::Future, io, pin::Pin, sync::Arc};
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
-use deadpool_postgres::PoolError;
 use rustls::{
     client::{
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -22,16 +23,15 @@ use rustls::{
     crypto::WebPkiSupportedAlgorithms,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
     server::ParsedCertificate,
-    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
-    SignatureScheme,
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use tokio_postgres::{
-    error::SqlState,
     tls::{MakeTlsConnect, TlsConnect},
     Socket,
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use super::errors::{describe, describe_pool_error, HandshakeError};
 use crate::config::{PgTlsSettings, SettingPath, SslMode};
 
 /// The TLS stream of a PostgreSQL connection.
@@ -166,96 +166,8 @@ impl TlsConnect<Socket> for PgTlsConnect {
         Box::pin(async move {
             handshake
                 .await
-                .map_err(|error| HandshakeError::new(&error, &host, &context))
+                .map_err(|error| HandshakeError::new(&error, &host, context.mode, &context.roots))
         })
-    }
-}
-
-/// A failed TLS handshake with PostgreSQL, as one line naming the setting to fix.
-#[derive(Debug)]
-pub struct HandshakeError(String);
-
-impl fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for HandshakeError {}
-
-impl HandshakeError {
-    fn new(error: &io::Error, host: &str, context: &Context) -> Self {
-        let mode = context.mode;
-        let rustls_error = error
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        let text = match rustls_error {
-            Some(rustls::Error::InvalidCertificate(
-                problem @ (CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. }),
-            )) => format!(
-                "PostgreSQL certificate not valid for host {host} (sslmode={mode}): {problem} \
-                 — check DB_HOST/DATABASE_URL or DB_SSLMODE"
-            ),
-            Some(rustls::Error::InvalidCertificate(problem)) => format!(
-                "PostgreSQL certificate of {host} not trusted (sslmode={mode}, roots: {}): {} \
-                 — check DB_SSLROOTCERT or DB_SSLMODE",
-                context.roots,
-                certificate_problem(problem)
-            ),
-            Some(rustls::Error::AlertReceived(alert)) => alert_text(*alert, Some((host, mode))),
-            Some(other) => format!(
-                "PostgreSQL TLS handshake with {host} failed (sslmode={mode}): {other} \
-                 — check DB_SSLMODE"
-            ),
-            None if error.kind() == io::ErrorKind::InvalidInput => format!(
-                "PostgreSQL host {host} cannot be used as a TLS server name (sslmode={mode}): \
-                 {error} — check DB_HOST/DATABASE_URL or DB_SSLMODE"
-            ),
-            None => format!(
-                "PostgreSQL TLS handshake with {host} failed (sslmode={mode}): {error} \
-                 — check DB_SSLMODE"
-            ),
-        };
-        Self(text)
-    }
-}
-
-/// What is wrong with the server's certificate, in words.
-fn certificate_problem(problem: &CertificateError) -> String {
-    match problem {
-        CertificateError::UnknownIssuer => {
-            "it is not signed by a trusted certificate authority (UnknownIssuer)".to_owned()
-        }
-        CertificateError::BadSignature => "its signature is not valid (BadSignature)".to_owned(),
-        CertificateError::Expired => "it has expired (Expired)".to_owned(),
-        CertificateError::NotValidYet => "it is not valid yet (NotValidYet)".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-/// The server ended the handshake with `alert`: about our client certificate, or TLS itself.
-fn alert_text(alert: AlertDescription, during: Option<(&str, SslMode)>) -> String {
-    let at = match during {
-        Some((host, mode)) => format!(" at {host} (sslmode={mode})"),
-        None => String::new(),
-    };
-    match alert {
-        AlertDescription::BadCertificate
-        | AlertDescription::UnknownCA
-        | AlertDescription::CertificateRequired
-        | AlertDescription::CertificateUnknown
-        | AlertDescription::CertificateExpired
-        | AlertDescription::CertificateRevoked
-        | AlertDescription::UnsupportedCertificate
-        | AlertDescription::AccessDenied
-        | AlertDescription::DecryptError => format!(
-            "PostgreSQL server{at} refused the TLS client certificate (alert {alert:?}) \
-             — check DB_SSLCERT and DB_SSLKEY"
-        ),
-        other => format!(
-            "PostgreSQL server{at} ended the TLS handshake (alert {other:?}) — check DB_SSLMODE"
-        ),
     }
 }
 
@@ -375,77 +287,4 @@ fn load_key(file: &SettingPath) -> Result<PrivateKeyDer<'static>, String> {
             file.path.display()
         ),
     })
-}
-
-/// A PostgreSQL connection error as one line that says what failed and which setting to check.
-/// Never holds a password: neither rowsync's messages nor PostgreSQL's repeat one.
-pub fn describe(error: &tokio_postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        return describe_db(db);
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(cause) = source {
-        if let Some(handshake) = cause.downcast_ref::<HandshakeError>() {
-            return handshake.to_string();
-        }
-        // After the handshake (TLS 1.3 servers judge a client certificate only then).
-        let rustls_error = cause
-            .downcast_ref::<io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        if let Some(rustls::Error::AlertReceived(alert)) = rustls_error {
-            return alert_text(*alert, None);
-        }
-        source = cause.source();
-    }
-    let text = one_line(&super::error_chain(error));
-    if text.contains("password missing") {
-        "PostgreSQL asks for a password and none is set — set POSTGRES_PASSWORD, \
-         POSTGRES_PASSWORD_FILE or the password in DATABASE_URL"
-            .to_owned()
-    } else if text.contains("server does not support TLS") {
-        "PostgreSQL does not offer TLS, which DB_SSLMODE (require, verify-ca or verify-full) \
-         demands — check DB_SSLMODE or the server's ssl setting"
-            .to_owned()
-    } else {
-        format!("PostgreSQL: {text}")
-    }
-}
-
-/// [`describe`] for what PostgreSQL itself answered (authentication, a missing database, …).
-fn describe_db(db: &tokio_postgres::error::DbError) -> String {
-    let message = one_line(db.message());
-    let code = db.code();
-    if *code == SqlState::INVALID_PASSWORD {
-        format!(
-            "PostgreSQL authentication failed: {message} — check POSTGRES_USER and \
-             POSTGRES_PASSWORD/POSTGRES_PASSWORD_FILE (or the user and password in DATABASE_URL)"
-        )
-    } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
-        let check = if message.contains("certificate") {
-            "DB_SSLCERT and DB_SSLKEY (the client certificate) and POSTGRES_USER"
-        } else if message.contains("encryption") || message.contains("SSL") {
-            "DB_SSLMODE"
-        } else {
-            "POSTGRES_USER/DATABASE_URL"
-        };
-        format!("PostgreSQL refused the connection: {message} — check {check}")
-    } else if *code == SqlState::INVALID_CATALOG_NAME {
-        format!("PostgreSQL: {message} — check DB_NAME/DATABASE_URL")
-    } else {
-        format!("PostgreSQL: {}: {message}", db.severity())
-    }
-}
-
-/// [`describe`] for an error getting a pooled connection.
-pub fn describe_pool_error(error: &PoolError) -> String {
-    match error {
-        PoolError::Backend(e) => describe(e),
-        PoolError::Timeout(_) => "timed out waiting for a PostgreSQL connection".to_owned(),
-        other => format!("PostgreSQL pool: {other}"),
-    }
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

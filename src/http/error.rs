@@ -101,6 +101,21 @@ macro_rules! error_answers {
 }
 pub(crate) use error_answers;
 
+/// Implements `From<library Error>` for the error responses of operations whose every library
+/// error is PostgreSQL or Kafka failing: a 503 ([`Unavailable`]).
+macro_rules! unavailable_on_library_errors {
+    ($($response:ty),+ $(,)?) => {
+        $(
+            impl From<$crate::error::Error> for $response {
+                fn from(error: $crate::error::Error) -> Self {
+                    $crate::http::error::Unavailable::from(error).into()
+                }
+            }
+        )+
+    };
+}
+pub(crate) use unavailable_on_library_errors;
+
 /// The answer of an operation that can fail only before its handler runs: a body over 64 KiB
 /// (refused for every operation, whether it takes a body or not).
 #[derive(Debug, ApiResponse)]

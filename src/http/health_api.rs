@@ -5,10 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use poem::web::Data;
-use poem_openapi::{
-    payload::{Json, PlainText},
-    ApiResponse, Object, OpenApi,
-};
+use poem_openapi::{payload::Json, ApiResponse, Object, OpenApi};
 
 use super::{error::BodyTooLarge, ApiTags, AppState};
 use crate::{
@@ -92,11 +89,11 @@ impl HealthApi {
                 .pool
                 .get()
                 .await
-                .map_err(|e| db::tls::describe_pool_error(&e))?;
+                .map_err(|e| db::errors::describe_pool_error(&e))?;
             client
                 .query_one("SELECT 1", &[])
                 .await
-                .map_err(|e| db::tls::describe(&e))?;
+                .map_err(|e| db::errors::describe(&e))?;
             db::migrations_applied(&client)
                 .await
                 .map_err(|e| e.to_string())
@@ -162,29 +159,4 @@ fn stalled_partitions(registry: &WorkerRegistry) -> Vec<String> {
             })
         })
         .collect()
-}
-
-/// Answer of `GET /metrics`.
-#[derive(ApiResponse)]
-pub enum MetricsResponse {
-    /// Every metric, in the Prometheus text format.
-    #[oai(status = 200)]
-    Ok(PlainText<String>),
-}
-
-/// Prometheus metrics.
-pub struct MetricsApi;
-
-#[OpenApi(tag = "ApiTags::Health")]
-impl MetricsApi {
-    /// Prometheus metrics
-    ///
-    /// Every metric in the Prometheus text format: HTTP requests by operation and status with a
-    /// latency histogram; per worker and partition, records applied, invalid and dead-lettered,
-    /// lag, batch size and batch latency; response-log records published and dropped; PostgreSQL
-    /// pool usage. Names start with `rowsync_`.
-    #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
-    async fn metrics(&self, state: Data<&Arc<AppState>>) -> Result<MetricsResponse, BodyTooLarge> {
-        Ok(MetricsResponse::Ok(PlainText(state.metrics.render())))
-    }
 }

@@ -1,8 +1,8 @@
 //! The API's TCP acceptor: poem's, with Nagle's algorithm switched off on every connection.
 //!
 //! A streamed body leaves in several writes (head and first chunk, more chunks, the final empty
-//! chunk); with Nagle on, each write after the first waits for the client's delayed ACK, about
-//! 40 ms. poem does not set `TCP_NODELAY` itself.
+//! chunk); with Nagle on, each write after the first waits for the client's delayed ACK
+//! (measured in BENCHMARKS.md, "What changed"). poem does not set `TCP_NODELAY` itself.
 
 use poem::{
     http::uri::Scheme,

@@ -1,5 +1,6 @@
-//! The HTTP surface: the OpenAPI services under `/api`, Swagger UI at `/docs`, the spec at
-//! `/openapi.json`, trailing-slash normalisation, JSON errors and the response log.
+//! The HTTP surface: the OpenAPI services under `/api` (rows, workers), `/health` and `/metrics`,
+//! Swagger UI at `/docs`, the spec at `/openapi.json`, trailing-slash normalisation, JSON
+//! errors, the request metrics and the response log.
 
 pub mod auth;
 pub mod error;
@@ -7,6 +8,8 @@ pub mod health_api;
 pub mod json_rows;
 pub mod listener;
 pub mod listing_cache;
+pub mod metrics_api;
+pub mod request_metrics;
 pub mod response_log;
 pub mod rows_api;
 pub mod workers_api;
@@ -23,11 +26,10 @@ use poem_openapi::{OpenApiService, Tags};
 
 use crate::{
     db::row_reads::RowReads,
-    kafka::{producer::TopicProducer, Kafka},
-    metrics::{self, Metrics},
+    kafka::{producer::TopicProducer, response_log::ResponseLogQueue, Kafka},
+    metrics::Metrics,
     workers::WorkerRegistry,
 };
-use response_log::ResponseLog;
 
 /// Largest request body accepted; larger ones get 413. Every body of this API is tiny.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub objects: Arc<TopicProducer>,
     /// Everything `/metrics` exports.
     pub metrics: Arc<Metrics>,
+    /// Every request counted and timed (registered with `metrics`).
+    pub request_metrics: Arc<request_metrics::RequestMetrics>,
     /// Who may call what.
     pub guard: auth::Guard,
     /// The full listing while the table is unchanged.
@@ -68,9 +72,10 @@ pub enum ApiTags {
 pub type ApiService = OpenApiService<
     (
         rows_api::SomeModelsApi,
+        workers_api::WorkerControlApi,
         workers_api::WorkersApi,
         health_api::HealthApi,
-        health_api::MetricsApi,
+        metrics_api::MetricsApi,
     ),
     (),
 >;
@@ -80,9 +85,10 @@ pub fn api_service() -> ApiService {
     OpenApiService::new(
         (
             rows_api::SomeModelsApi,
+            workers_api::WorkerControlApi,
             workers_api::WorkersApi,
             health_api::HealthApi,
-            health_api::MetricsApi,
+            metrics_api::MetricsApi,
         ),
         "rowsync",
         env!("CARGO_PKG_VERSION"),
@@ -100,7 +106,7 @@ pub fn openapi_json() -> String {
 }
 
 /// The whole HTTP application.
-pub fn endpoint(state: Arc<AppState>, log: Option<ResponseLog>) -> impl Endpoint {
+pub fn endpoint(state: Arc<AppState>, log: Option<ResponseLogQueue>) -> impl Endpoint {
     let service = api_service();
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
@@ -114,7 +120,7 @@ pub fn endpoint(state: Arc<AppState>, log: Option<ResponseLog>) -> impl Endpoint
     let log = log.map(Arc::new);
     let logged = Arc::clone(&operations)
         .around(move |next, req| response_log::log_response(log.clone(), next, req));
-    let metrics = Arc::clone(&state.metrics);
+    let metrics = Arc::clone(&state.request_metrics);
     Route::new()
         .nest_no_strip("/api", logged)
         .nest_no_strip("/health", Arc::clone(&operations))
@@ -122,7 +128,7 @@ pub fn endpoint(state: Arc<AppState>, log: Option<ResponseLog>) -> impl Endpoint
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .catch_all_error(error::render)
-        .around(move |next, req| metrics::record_request(Arc::clone(&metrics), next, req))
+        .around(move |next, req| request_metrics::record_request(Arc::clone(&metrics), next, req))
         .data(state)
 }
 

@@ -1,5 +1,5 @@
-//! The rows API, the Django service's contract: list rows, start and stop the workers that apply
-//! Kafka topics to them, and publish one row to Kafka.
+//! The rows API, the Django service's contract: list rows and publish one row to Kafka. Starting
+//! and stopping the workers, on the same `/api/some_models/` paths, is `workers_api`'s.
 
 use std::sync::Arc;
 
@@ -7,12 +7,12 @@ use poem::web::Data;
 use poem_openapi::{
     param::{Path, Query},
     payload::Json,
-    ApiResponse, Object, OpenApi,
+    ApiResponse, OpenApi,
 };
 
 use super::{
     auth::{Access, ApiAuth},
-    error::{error_answers, ErrorBody, NotFound, Unavailable},
+    error::{error_answers, unavailable_on_library_errors, ErrorBody, NotFound},
     json_rows::JsonRows,
     ApiTags, AppState,
 };
@@ -21,17 +21,7 @@ use crate::{
     error::bounded,
     kafka::codec,
     model::Row,
-    workers::{WorkerKind, WorkerState},
 };
-
-/// A worker's state after a start or a stop.
-#[derive(Debug, Clone, Object)]
-pub struct WorkerStateBody {
-    /// The worker: `upcreate` or `delete`.
-    pub worker: String,
-    /// Its state now.
-    pub state: WorkerState,
-}
 
 /// Answer of `GET /api/some_models/`.
 #[derive(ApiResponse)]
@@ -90,45 +80,9 @@ pub enum PublishError {
 }
 error_answers!(PublishError: BadRequest, Unauthorized, NotFound, Unavailable);
 
-/// Answer of a worker start or stop.
-#[derive(ApiResponse)]
-pub enum WorkerStateResponse {
-    /// The worker and its state now.
-    #[oai(status = 200)]
-    Ok(Json<WorkerStateBody>),
-}
+unavailable_on_library_errors!(ListRowsError, PublishError);
 
-/// The errors a worker start or stop can answer.
-#[derive(Debug, ApiResponse)]
-pub enum WorkerControlError {
-    /// `API_TOKEN` is set and the bearer token is missing or wrong.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
-    /// The request declares a body over 64 KiB.
-    #[oai(status = 413)]
-    PayloadTooLarge(Json<ErrorBody>),
-    /// PostgreSQL, which keeps the worker's desired state, is unreachable or too slow; retry
-    /// later.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-error_answers!(WorkerControlError: Unauthorized, Unavailable);
-
-/// Every library error these operations can meet is PostgreSQL or Kafka failing: a 503.
-macro_rules! unavailable_on_library_errors {
-    ($($response:ty),+) => {
-        $(
-            impl From<crate::error::Error> for $response {
-                fn from(error: crate::error::Error) -> Self {
-                    Unavailable::from(error).into()
-                }
-            }
-        )+
-    };
-}
-unavailable_on_library_errors!(ListRowsError, PublishError, WorkerControlError);
-
-/// Rows of table `some_model` and the workers that keep them in step with Kafka.
+/// Rows of table `some_model`.
 pub struct SomeModelsApi;
 
 #[OpenApi(prefix_path = "/api", tag = "ApiTags::SomeModels")]
@@ -182,96 +136,6 @@ impl SomeModelsApi {
         }))
     }
 
-    /// Start the upsert worker
-    ///
-    /// Starts consuming `UPDATES_TOPIC` (default `updates`). Each message `{"id": 5, "name": "smth"}`
-    /// renames the row with that id, or inserts it. Consumption resumes after the last applied
-    /// message. Starting a running worker changes nothing.
-    #[oai(
-        path = "/some_models/start_upcreate_from_kafka/",
-        method = "post",
-        operation_id = "start_upcreate_from_kafka"
-    )]
-    async fn start_upcreate(
-        &self,
-        state: Data<&Arc<AppState>>,
-        auth: ApiAuth,
-    ) -> Result<WorkerStateResponse, WorkerControlError> {
-        state.guard.check(&auth, Access::Write)?;
-        start(&state, WorkerKind::Upcreate).await
-    }
-
-    /// Stop the upsert worker
-    ///
-    /// Answers once the worker has finished its current batch and stopped. Stopping a stopped
-    /// worker changes nothing.
-    #[oai(
-        path = "/some_models/stop_upcreate_from_kafka/",
-        method = "post",
-        operation_id = "stop_upcreate_from_kafka"
-    )]
-    async fn stop_upcreate(
-        &self,
-        state: Data<&Arc<AppState>>,
-        auth: ApiAuth,
-    ) -> Result<WorkerStateResponse, WorkerControlError> {
-        state.guard.check(&auth, Access::Write)?;
-        stop(&state, WorkerKind::Upcreate).await
-    }
-
-    /// Start the delete worker
-    ///
-    /// Starts consuming `DELETE_TOPIC` (default `deletions`). Each message `{"id": 1}` deletes
-    /// the row with that id; a missing row is not an error. Starting a running worker changes nothing.
-    #[oai(
-        path = "/some_models/start_delete_from_kafka/",
-        method = "delete",
-        operation_id = "start_delete_from_kafka"
-    )]
-    async fn start_delete(
-        &self,
-        state: Data<&Arc<AppState>>,
-        auth: ApiAuth,
-    ) -> Result<WorkerStateResponse, WorkerControlError> {
-        state.guard.check(&auth, Access::Write)?;
-        start(&state, WorkerKind::Delete).await
-    }
-
-    /// Start the delete worker (POST)
-    ///
-    /// The same as `DELETE` on this path, for clients that cannot send `DELETE`.
-    #[oai(
-        path = "/some_models/start_delete_from_kafka/",
-        method = "post",
-        operation_id = "start_delete_from_kafka_post"
-    )]
-    async fn start_delete_post(
-        &self,
-        state: Data<&Arc<AppState>>,
-        auth: ApiAuth,
-    ) -> Result<WorkerStateResponse, WorkerControlError> {
-        state.guard.check(&auth, Access::Write)?;
-        start(&state, WorkerKind::Delete).await
-    }
-
-    /// Stop the delete worker
-    ///
-    /// Answers once the worker has finished its current batch and stopped. Stopping a stopped
-    /// worker changes nothing.
-    #[oai(
-        path = "/some_models/stop_delete_from_kafka/",
-        method = "post",
-        operation_id = "stop_delete_from_kafka"
-    )]
-    async fn stop_delete(
-        &self,
-        state: Data<&Arc<AppState>>,
-        auth: ApiAuth,
-    ) -> Result<WorkerStateResponse, WorkerControlError> {
-        state.guard.check(&auth, Access::Write)?;
-        stop(&state, WorkerKind::Delete).await
-    }
-
     /// Publish one row to Kafka
     ///
     /// Publishes the row as `{"id": 5, "name": "smth"}` to `OBJECTS_TO_KAFKA_TOPIC` (default
@@ -299,26 +163,4 @@ impl SomeModelsApi {
             .await?;
         Ok(PublishedRowResponse::Ok(Json(row)))
     }
-}
-
-async fn start(
-    state: &AppState,
-    kind: WorkerKind,
-) -> Result<WorkerStateResponse, WorkerControlError> {
-    let worker_state = state.registry.start(kind).await?;
-    Ok(WorkerStateResponse::Ok(Json(WorkerStateBody {
-        worker: kind.name().to_owned(),
-        state: worker_state,
-    })))
-}
-
-async fn stop(
-    state: &AppState,
-    kind: WorkerKind,
-) -> Result<WorkerStateResponse, WorkerControlError> {
-    let worker_state = state.registry.stop(kind).await?;
-    Ok(WorkerStateResponse::Ok(Json(WorkerStateBody {
-        worker: kind.name().to_owned(),
-        state: worker_state,
-    })))
 }

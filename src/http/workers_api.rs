@@ -1,22 +1,58 @@
-//! The workers API: what each worker is doing, per partition.
+//! Every worker endpoint: starting and stopping the workers on the Django service's paths
+//! ([`WorkerControlApi`], listed with the rows), and what each worker is doing, per partition,
+//! and where it resumes ([`WorkersApi`]). The workers themselves are the registry's.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use poem::web::Data;
-use std::collections::BTreeMap;
-
 use poem_openapi::{param::Path, payload::Json, ApiResponse, Enum, Object, OpenApi, Union};
-use rskafka::client::partition::OffsetAt;
 
 use super::{
     auth::{Access, ApiAuth},
-    error::{error_answers, BadRequest, Conflict, ErrorBody, NotFound, Unavailable},
+    error::{
+        error_answers, unavailable_on_library_errors, BadRequest, Conflict, ErrorBody, NotFound,
+        Unavailable,
+    },
     ApiTags, AppState,
 };
 use crate::{
     error::Error,
-    workers::{stats::WorkerStatus, WorkerKind},
+    workers::{stats::WorkerStatus, OffsetTarget, WorkerKind, WorkerState},
 };
+
+/// A worker's state after a start or a stop.
+#[derive(Debug, Clone, Object)]
+pub struct WorkerStateBody {
+    /// The worker: `upcreate` or `delete`.
+    pub worker: String,
+    /// Its state now.
+    pub state: WorkerState,
+}
+
+/// Answer of a worker start or stop.
+#[derive(ApiResponse)]
+pub enum WorkerStateResponse {
+    /// The worker and its state now.
+    #[oai(status = 200)]
+    Ok(Json<WorkerStateBody>),
+}
+
+/// The errors a worker start or stop can answer.
+#[derive(Debug, ApiResponse)]
+pub enum WorkerControlError {
+    /// `API_TOKEN` is set and the bearer token is missing or wrong.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The request declares a body over 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// PostgreSQL, which keeps the worker's desired state, is unreachable or too slow; retry
+    /// later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+error_answers!(WorkerControlError: Unauthorized, Unavailable);
+unavailable_on_library_errors!(WorkerControlError);
 
 /// Where a reset moves a worker's next offsets.
 #[derive(Debug, Clone, Union)]
@@ -159,6 +195,87 @@ pub enum GetWorkerError {
 }
 error_answers!(GetWorkerError: BadRequest, Unauthorized, NotFound);
 
+/// Starting and stopping the workers, on the Django service's paths.
+pub struct WorkerControlApi;
+
+/// Declares [`WorkerControlApi`]'s operations, one row each: the handler's name, the worker it
+/// starts or stops, the method, the path and the operation id. Every handler is [`control`]; each
+/// row's doc comment becomes its summary and description in the spec.
+macro_rules! worker_control_operations {
+    ($($(#[doc = $doc:tt])* $name:ident($kind:ident, $action:ident) $method:tt $path:tt $id:tt;)+) => {
+        #[OpenApi(prefix_path = "/api", tag = "ApiTags::SomeModels")]
+        impl WorkerControlApi {
+            $(
+                $(#[doc = $doc])*
+                #[oai(path = $path, method = $method, operation_id = $id)]
+                async fn $name(&self, state: Data<&Arc<AppState>>, auth: ApiAuth) -> ControlAnswer {
+                    control(&state, &auth, WorkerKind::$kind, Control::$action).await
+                }
+            )+
+        }
+    };
+}
+
+worker_control_operations! {
+    /// Start the upcreate worker
+    ///
+    /// Starts consuming `UPDATES_TOPIC` (default `updates`). Each message `{"id": 5, "name": "smth"}`
+    /// renames the row with that id, or inserts it. Consumption resumes after the last applied
+    /// message. Starting a running worker changes nothing.
+    start_upcreate(Upcreate, Start) "post" "/some_models/start_upcreate_from_kafka/" "start_upcreate_from_kafka";
+
+    /// Stop the upcreate worker
+    ///
+    /// Answers once the worker has finished its current batch and stopped. Stopping a stopped
+    /// worker changes nothing.
+    stop_upcreate(Upcreate, Stop) "post" "/some_models/stop_upcreate_from_kafka/" "stop_upcreate_from_kafka";
+
+    /// Start the delete worker
+    ///
+    /// Starts consuming `DELETE_TOPIC` (default `deletions`). Each message `{"id": 1}` deletes
+    /// the row with that id; a missing row is not an error. Starting a running worker changes nothing.
+    start_delete(Delete, Start) "delete" "/some_models/start_delete_from_kafka/" "start_delete_from_kafka";
+
+    /// Start the delete worker (POST)
+    ///
+    /// The same as `DELETE` on this path, for clients that cannot send `DELETE`.
+    start_delete_post(Delete, Start) "post" "/some_models/start_delete_from_kafka/" "start_delete_from_kafka_post";
+
+    /// Stop the delete worker
+    ///
+    /// Answers once the worker has finished its current batch and stopped. Stopping a stopped
+    /// worker changes nothing.
+    stop_delete(Delete, Stop) "post" "/some_models/stop_delete_from_kafka/" "stop_delete_from_kafka";
+}
+
+/// What every start and stop answers.
+type ControlAnswer = Result<WorkerStateResponse, WorkerControlError>;
+
+/// A start or a stop.
+#[derive(Debug, Clone, Copy)]
+enum Control {
+    Start,
+    Stop,
+}
+
+/// The body of every start and stop handler: checks the token, then starts or stops `kind`.
+async fn control(
+    state: &AppState,
+    auth: &ApiAuth,
+    kind: WorkerKind,
+    action: Control,
+) -> ControlAnswer {
+    state.guard.check(auth, Access::Write)?;
+    let worker_state = match action {
+        Control::Start => state.registry.start(kind).await?,
+        Control::Stop => state.registry.stop(kind).await?,
+    };
+    Ok(WorkerStateResponse::Ok(Json(WorkerStateBody {
+        worker: kind.name().to_owned(),
+        state: worker_state,
+    })))
+}
+
 /// Reports of the background workers.
 pub struct WorkersApi;
 
@@ -222,9 +339,9 @@ impl WorkersApi {
         let kind = WorkerKind::from_name(&name)
             .ok_or_else(|| NotFound::new(format!("no worker named {:?}", name.0)))?;
         let target = match body.0.to {
-            ResetTarget::Position(OffsetPosition::Earliest) => Target::All(OffsetAt::Earliest),
-            ResetTarget::Position(OffsetPosition::Latest) => Target::All(OffsetAt::Latest),
-            ResetTarget::Partitions(map) => Target::Listed(
+            ResetTarget::Position(OffsetPosition::Earliest) => OffsetTarget::Earliest,
+            ResetTarget::Position(OffsetPosition::Latest) => OffsetTarget::Latest,
+            ResetTarget::Partitions(map) => OffsetTarget::Partitions(
                 map.iter()
                     .map(|(partition, offset)| match partition.parse::<i32>() {
                         Ok(p) if p >= 0 && *offset >= 0 => Ok((p, *offset)),
@@ -239,32 +356,7 @@ impl WorkersApi {
                     .collect::<Result<_, _>>()?,
             ),
         };
-        let kafka = state.kafka.clone();
-        let offsets = state
-            .registry
-            .reset_offsets(kind, |topic| async move {
-                let partitions = kafka.partitions(&topic).await?;
-                match target {
-                    Target::All(at) => {
-                        let mut offsets = Vec::with_capacity(partitions.len());
-                        for partition in partitions {
-                            offsets.push((partition, kafka.offset(&topic, partition, at).await?));
-                        }
-                        Ok(offsets)
-                    }
-                    Target::Listed(listed) => {
-                        if let Some((missing, _)) =
-                            listed.iter().find(|(p, _)| !partitions.contains(p))
-                        {
-                            return Err(Error::BadRequest(format!(
-                                "topic {topic} has no partition {missing}"
-                            )));
-                        }
-                        Ok(listed)
-                    }
-                }
-            })
-            .await?;
+        let offsets = state.registry.reset_offsets(kind, target).await?;
         Ok(ResetOffsetsResponse::Ok(Json(ResetOffsetsBody {
             worker: kind.name().to_owned(),
             offsets: offsets
@@ -276,10 +368,4 @@ impl WorkersApi {
                 .collect(),
         })))
     }
-}
-
-/// A reset, decoded: every partition to one end, or listed partitions to given offsets.
-enum Target {
-    All(OffsetAt),
-    Listed(Vec<(i32, i64)>),
 }

@@ -1,11 +1,14 @@
-//! Kafka: the shared rskafka client (TLS and SASL in [`security`]), topic creation at start-up,
-//! and per-partition clients.
+//! Kafka: the shared rskafka client (TLS and SASL in [`security`], rustls's configuration in
+//! [`tls`]), topic creation at start-up, and per-partition clients; the producer, and the
+//! response log's queue and publisher ([`response_log`]).
 //! Every call is bounded by `KAFKA_REQUEST_TIMEOUT_MS`: rskafka itself may retry forever.
 
 pub mod codec;
 pub mod partitioner;
 pub mod producer;
+pub mod response_log;
 pub mod security;
+pub mod tls;
 
 use std::{sync::Arc, time::Duration};
 

@@ -5,8 +5,12 @@
 //! out at a time, and the records queued meanwhile go together in the next (group commit).
 //! A lone record is sent at once, so this adds no latency when idle. A record whose caller gave
 //! up before it was sent is not sent.
+//!
+//! The producer owns its per-partition tasks: dropping it aborts them (as rskafka's messenger
+//! does its own), a produce request still out included.
 
 use std::{
+    future::Future,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -20,6 +24,7 @@ use rskafka::{
     record::Record,
 };
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{partitioner::partition_for_key, Kafka};
 use crate::error::{bounded, Error, Result};
@@ -42,8 +47,8 @@ struct Queued {
 pub struct TopicProducer {
     topic: String,
     partitions: Vec<Arc<PartitionClient>>,
-    /// Per partition, the queue of keyed records to its produce task.
-    keyed: Vec<mpsc::UnboundedSender<Queued>>,
+    /// Per partition, the queue of keyed records and the task producing them.
+    keyed: Vec<PartitionQueue>,
     timeout: Duration,
     /// Next partition for an unkeyed batch.
     next: AtomicUsize,
@@ -56,21 +61,25 @@ impl TopicProducer {
     pub async fn connect(kafka: &Kafka, topic: &str) -> Result<Self> {
         let mut partitions = Vec::new();
         let mut keyed = Vec::new();
+        let compression = kafka
+            .compression()
+            .map_or(Compression::NoCompression, |c| c.codec());
+        let timeout = kafka.timeout();
         for id in kafka.partitions(topic).await? {
             let client = Arc::new(kafka.partition_client(topic, id).await?);
-            let (queue, queued) = mpsc::unbounded_channel();
-            // Ends once the producer (every sender) is gone.
-            let compression = kafka
-                .compression()
-                .map_or(Compression::NoCompression, |c| c.codec());
-            tokio::spawn(produce_queued(
-                Arc::clone(&client),
-                queued,
-                kafka.timeout(),
-                compression,
-            ));
+            let shared = Arc::clone(&client);
+            keyed.push(PartitionQueue::spawn(move |records| {
+                let client = Arc::clone(&shared);
+                async move {
+                    bounded(
+                        "producing a record",
+                        timeout,
+                        client.produce(records, compression),
+                    )
+                    .await
+                }
+            }));
             partitions.push(client);
-            keyed.push(queue);
         }
         Ok(Self {
             topic: topic.to_owned(),
@@ -98,6 +107,7 @@ impl TopicProducer {
         };
         let (offset, answered) = oneshot::channel();
         self.keyed[partition as usize]
+            .queue_tx
             .send(Queued { record, offset })
             .map_err(|_| Error::KafkaShared("the producer is shutting down".into()))?;
         let offset = match tokio::time::timeout(self.timeout, answered).await {
@@ -160,15 +170,38 @@ impl TopicProducer {
     }
 }
 
+/// One partition's queue of keyed records and the task that produces them; dropping it aborts
+/// the task.
+struct PartitionQueue {
+    queue_tx: mpsc::UnboundedSender<Queued>,
+    /// Ends by itself once `queue_tx` is gone and its last request answered; aborted on drop, so
+    /// a request still out cannot keep it (and its partition client) alive.
+    _task: AbortOnDropHandle<()>,
+}
+
+impl PartitionQueue {
+    /// Starts the task; `produce` writes one produce request's records and returns their offsets.
+    fn spawn<P, Fut>(produce: P) -> Self
+    where
+        P: FnMut(Vec<Record>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<i64>>> + Send + 'static,
+    {
+        let (queue_tx, queue_rx) = mpsc::unbounded_channel();
+        Self {
+            queue_tx,
+            _task: AbortOnDropHandle::new(tokio::spawn(produce_queued(queue_rx, produce))),
+        }
+    }
+}
+
 /// One partition's keyed records: takes everything queued, sends it in as few produce requests
 /// as [`SHARED_REQUEST_BYTES`] allows (in queue order), answers every record with its offset or
 /// the request's error, and goes again; records queued meanwhile wait for the next round.
-async fn produce_queued(
-    client: Arc<PartitionClient>,
-    mut queue: mpsc::UnboundedReceiver<Queued>,
-    timeout: Duration,
-    compression: Compression,
-) {
+async fn produce_queued<P, Fut>(mut queue: mpsc::UnboundedReceiver<Queued>, mut produce: P)
+where
+    P: FnMut(Vec<Record>) -> Fut,
+    Fut: Future<Output = Result<Vec<i64>>>,
+{
     let mut round = Vec::new();
     while queue.recv_many(&mut round, SHARED_REQUEST_RECORDS).await > 0 {
         // A caller that gave up before its record was sent (its bound passed, its HTTP client
@@ -187,13 +220,7 @@ async fn produce_queued(
                 records.push(record);
                 waiting.push(offset);
             }
-            let produced = bounded(
-                "producing a record",
-                timeout,
-                client.produce(records, compression),
-            )
-            .await;
-            match produced {
+            match produce(records).await {
                 Ok(offsets) => {
                     for (waiter, offset) in waiting.into_iter().zip(offsets) {
                         // A caller that gave up while its record was out is skipped; the
@@ -213,5 +240,65 @@ async fn produce_queued(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future;
+
+    use super::*;
+
+    fn queued(value: &str) -> (Queued, oneshot::Receiver<Result<i64>>) {
+        let (offset, answered) = oneshot::channel();
+        let record = Record {
+            key: Some(b"key".to_vec()),
+            value: Some(value.as_bytes().to_vec()),
+            headers: Default::default(),
+            timestamp: Utc::now(),
+        };
+        (Queued { record, offset }, answered)
+    }
+
+    #[tokio::test]
+    async fn queued_records_are_produced_together_and_answered_with_their_offsets() {
+        let queue = PartitionQueue::spawn(|records: Vec<Record>| async move {
+            Ok((0..records.len() as i64).map(|i| 40 + i).collect())
+        });
+        let (first, first_answer) = queued("a");
+        let (second, second_answer) = queued("b");
+        queue.queue_tx.send(first).unwrap();
+        queue.queue_tx.send(second).unwrap();
+        assert_eq!(first_answer.await.unwrap().unwrap(), 40);
+        assert_eq!(second_answer.await.unwrap().unwrap(), 41);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_partition_queue_aborts_its_task_with_a_request_still_out() {
+        // The produce request never answers, like a broker that stopped; it holds `request_out`
+        // until it is dropped, and says when it was sent.
+        let (request_out, request_dropped) = oneshot::channel::<()>();
+        let mut request_out = Some(request_out);
+        let (sent_tx, mut sent_rx) = mpsc::unbounded_channel();
+        let queue = PartitionQueue::spawn(move |_records| {
+            let held = request_out.take();
+            let _ = sent_tx.send(());
+            async move {
+                let _held = held;
+                future::pending::<Result<Vec<i64>>>().await
+            }
+        });
+        let (record, answer) = queued("stuck");
+        queue.queue_tx.send(record).unwrap();
+        sent_rx.recv().await.expect("the record was sent");
+
+        drop(queue);
+        let stopped = tokio::time::timeout(Duration::from_secs(5), request_dropped).await;
+        assert!(
+            matches!(stopped, Ok(Err(_))),
+            "the request still out was not dropped with its queue"
+        );
+        // Its caller hears that the producer stopped, instead of waiting out its bound.
+        assert!(answer.await.is_err());
     }
 }

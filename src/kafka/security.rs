@@ -3,25 +3,17 @@
 //!
 //! [`client_builder`] checks that the settings fit together, reads the files they name and
 //! configures rskafka's client with them; every connection the one shared client opens (the
-//! bootstrap, each partition leader, the controller) then uses TLS and SASL alike. [`describe`]
-//! turns rskafka's errors into lines that say what failed and which setting to look at, never
-//! repeating a secret.
+//! bootstrap, each partition leader, the controller) then uses TLS and SASL alike. rustls's
+//! configuration is [`tls`]'s; what Kafka's errors mean ([`describe`]) is `error::kafka`'s.
 
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
-use rskafka::client::{error::Error as KafkaError, ClientBuilder, Credentials, SaslConfig};
-use rustls::{
-    client::{
-        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-        WebPkiServerVerifier,
-    },
-    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
-    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
-    SignatureScheme,
-};
+use rskafka::client::{ClientBuilder, Credentials, SaslConfig};
 use secrecy::ExposeSecret;
 
+use super::tls;
 use crate::config::{EndpointIdentification, KafkaSaslMechanism, KafkaSettings};
+pub use crate::error::kafka::describe;
 
 /// A ClientBuilder for the brokers `settings` name, with their TLS and SASL configuration.
 ///
@@ -32,7 +24,7 @@ pub fn client_builder(settings: &KafkaSettings) -> Result<ClientBuilder, String>
     check(settings)?;
     let mut builder = ClientBuilder::new(settings.bootstrap_servers());
     if settings.kafka_security_protocol.tls() {
-        builder = builder.tls_config(Arc::new(tls_config(settings)?));
+        builder = builder.tls_config(Arc::new(tls::client_config(settings)?));
     }
     if let Some(sasl) = sasl_config(settings) {
         builder = builder.sasl_config(sasl);
@@ -183,96 +175,6 @@ fn check(settings: &KafkaSettings) -> Result<(), String> {
     }
 }
 
-/// rustls's client configuration: the trusted roots (`KAFKA_SSL_CA_LOCATION`, else Mozilla's,
-/// compiled in so a `FROM scratch` image needs no CA bundle), the client certificate when set,
-/// host-name checks unless `KAFKA_SSL_ENDPOINT_IDENTIFICATION=none`. Ring is the only provider.
-fn tls_config(settings: &KafkaSettings) -> Result<ClientConfig, String> {
-    let roots = match &settings.kafka_ssl_ca_location {
-        Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for certificate in certificates(path, "KAFKA_SSL_CA_LOCATION")? {
-                roots.add(certificate).map_err(|e| {
-                    format!(
-                        "KAFKA_SSL_CA_LOCATION: {} holds a certificate that cannot be a trusted \
-                         root: {e}",
-                        path.display()
-                    )
-                })?;
-            }
-            roots
-        }
-        None => RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("KAFKA_SECURITY_PROTOCOL: TLS is unavailable: {e}"))?;
-    let builder = match settings
-        .kafka_ssl_endpoint_identification
-        .unwrap_or_default()
-    {
-        EndpointIdentification::Https => builder.with_root_certificates(roots),
-        EndpointIdentification::None => {
-            let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| format!("KAFKA_SSL_CA_LOCATION: {e}"))?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyHostName(verifier)))
-        }
-    };
-    match (
-        &settings.kafka_ssl_certificate_location,
-        &settings.kafka_ssl_key_location,
-    ) {
-        (Some(certificate), Some(key)) => {
-            let chain = certificates(certificate, "KAFKA_SSL_CERTIFICATE_LOCATION")?;
-            let key = private_key(key)?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
-                format!(
-                    "KAFKA_SSL_KEY_LOCATION does not fit KAFKA_SSL_CERTIFICATE_LOCATION \
-                     (the key must be the certificate's own): {e}"
-                )
-            })
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
-}
-
-/// Every certificate in the PEM file `path`, or a line naming `setting` and the file.
-fn certificates(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read(path, setting)?;
-    let certificates = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{setting}: {} is not valid PEM: {e}", path.display()))?;
-    if certificates.is_empty() {
-        return Err(format!(
-            "{setting}: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            path.display()
-        ));
-    }
-    Ok(certificates)
-}
-
-/// The private key in the PEM file `path` (`KAFKA_SSL_KEY_LOCATION`).
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let setting = "KAFKA_SSL_KEY_LOCATION";
-    let pem = read(path, setting)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => format!(
-            "{setting}: {} holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1; \
-             encrypted keys are not supported)",
-            path.display()
-        ),
-        e => format!("{setting}: {} is not valid PEM: {e}", path.display()),
-    })
-}
-
-/// The contents of a file a setting names; an error names both, never the contents.
-fn read(path: &Path, setting: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{setting}: cannot read {}: {e}", path.display()))
-}
-
 /// rskafka's SASL configuration, when the protocol authenticates (checked beforehand).
 fn sasl_config(settings: &KafkaSettings) -> Option<SaslConfig> {
     if !settings.kafka_security_protocol.sasl() {
@@ -289,212 +191,13 @@ fn sasl_config(settings: &KafkaSettings) -> Option<SaslConfig> {
     })
 }
 
-/// `KAFKA_SSL_ENDPOINT_IDENTIFICATION=none`: the chain, dates and signatures are checked as
-/// usual; only a certificate that names another host is let through.
-#[derive(Debug)]
-struct AnyHostName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyHostName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            // webpki checks the name last, once the chain and dates have passed.
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// What went wrong talking to Kafka, as one line: a refused certificate or refused credentials
-/// say so and name the setting to look at; anything else is rskafka's own message. rskafka's
-/// errors never hold the SASL password (it only ever sends it, or a proof derived from it).
-pub fn describe(error: &KafkaError) -> String {
-    if let Some(tls) = tls_error(error) {
-        return match source::<rskafka::ConnectionError>(error) {
-            Some(rskafka::ConnectionError::Transport { broker, .. }) => {
-                format!("{} (broker {broker})", describe_tls(tls))
-            }
-            _ => describe_tls(tls),
-        };
-    }
-    if let Some(sasl) = source::<rskafka::SaslError>(error) {
-        if let Some(line) = describe_sasl(sasl) {
-            return line;
-        }
-    }
-    error.to_string()
-}
-
-fn describe_tls(error: &rustls::Error) -> String {
-    use rustls::Error as E;
-    use CertificateError as C;
-    match error {
-        E::InvalidCertificate(C::UnknownIssuer) => format!(
-            "TLS: the broker's certificate is not signed by a trusted CA ({error}): set \
-             KAFKA_SSL_CA_LOCATION to the PEM file of the CA that signed it (unset, only public \
-             CAs are trusted)"
-        ),
-        E::InvalidCertificate(e @ (C::NotValidForName | C::NotValidForNameContext { .. })) => {
-            format!(
-                "TLS: {e}: the broker's certificate does not name the address rowsync connects \
-                 to (KAFKA_BOOTSTRAP_SERVERS, or the address the broker advertises); fix the \
-                 address or the certificate, or set KAFKA_SSL_ENDPOINT_IDENTIFICATION=none to \
-                 skip this check"
-            )
-        }
-        E::InvalidCertificate(
-            e @ (C::Expired
-            | C::ExpiredContext { .. }
-            | C::NotValidYet
-            | C::NotValidYetContext { .. }),
-        ) => format!(
-            "TLS: the broker's certificate is not valid now ({e}): the broker needs a renewed \
-             certificate (or this machine's clock is wrong)"
-        ),
-        E::InvalidCertificate(_) => format!(
-            "TLS: the broker's certificate was refused ({error}); check KAFKA_SSL_CA_LOCATION"
-        ),
-        E::AlertReceived(AlertDescription::CertificateRequired) => format!(
-            "TLS: the broker requires a client certificate ({error}): set \
-             KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION"
-        ),
-        E::AlertReceived(
-            AlertDescription::BadCertificate
-            | AlertDescription::UnknownCA
-            | AlertDescription::CertificateUnknown
-            | AlertDescription::CertificateExpired
-            | AlertDescription::CertificateRevoked
-            | AlertDescription::UnsupportedCertificate
-            | AlertDescription::AccessDenied,
-        ) => format!(
-            "TLS: the broker refused rowsync's client certificate ({error}); check \
-             KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION"
-        ),
-        E::AlertReceived(AlertDescription::HandshakeFailure) => format!(
-            "TLS: the broker refused the handshake ({error}): it may require a client \
-             certificate (KAFKA_SSL_CERTIFICATE_LOCATION, KAFKA_SSL_KEY_LOCATION)"
-        ),
-        E::InvalidMessage(_)
-        | E::InappropriateMessage { .. }
-        | E::InappropriateHandshakeMessage { .. } => {
-            format!(
-                "TLS: the broker does not answer in TLS ({error}); check \
-                 KAFKA_SECURITY_PROTOCOL against the broker's listener"
-            )
-        }
-        _ => format!("TLS: {error}"),
-    }
-}
-
-fn describe_sasl(error: &rskafka::SaslError) -> Option<String> {
-    use rskafka::SaslError as S;
-    Some(match error {
-        S::AuthenticationFailed {
-            mechanism,
-            error,
-            message,
-        } => {
-            let why = match message.as_deref().map(str::trim) {
-                Some(m) if !m.is_empty() && m != "NONE" => m.to_owned(),
-                _ => error.to_string(),
-            };
-            format!(
-                "authentication failed (SASL {mechanism}): {why}; check KAFKA_SASL_USERNAME and \
-                 KAFKA_SASL_PASSWORD"
-            )
-        }
-        S::MechanismFailed { mechanism, source } => format!(
-            "authentication failed (SASL {mechanism}): {source}; check KAFKA_SASL_USERNAME and \
-             KAFKA_SASL_PASSWORD"
-        ),
-        S::MechanismNotOffered { mechanism, .. } => format!(
-            "authentication failed (SASL {mechanism}): {error}; check KAFKA_SASL_MECHANISM \
-             and KAFKA_SECURITY_PROTOCOL against the broker's listener"
-        ),
-        // The connection broke meanwhile: not an authentication failure.
-        S::RequestError(_) => return None,
-        other => format!("authentication failed (SASL): {other}"),
-    })
-}
-
-/// The first error of type `T` in `error`'s chain of sources.
-fn source<'a, T: std::error::Error + 'static>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if let Some(found) = error.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = error.source();
-    }
-    None
-}
-
-/// The TLS error in `error`'s chain; rustls's errors come wrapped in `std::io::Error`, whose
-/// `source` skips the wrapped error itself.
-fn tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(tls) = error
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(tls);
-        }
-        current = error.source();
-    }
-    None
-}
-
 #[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
-
-    use rskafka::{client::error::Error as KafkaError, ConnectionError, SaslError};
-
+pub(super) mod tests {
     use super::*;
     use crate::cli::{Cli, CliError};
 
-    /// Kafka settings as the command line makes them from `args`.
-    fn parse(args: &[&str]) -> Result<KafkaSettings, String> {
+    /// Kafka settings as the command line makes them from `args` (also for `tls`'s tests).
+    pub(in crate::kafka) fn parse(args: &[&str]) -> Result<KafkaSettings, String> {
         let base = [
             "rowsync",
             "--database-url",
@@ -677,93 +380,5 @@ mod tests {
         let debug = format!("{settings:?} {:?}", sasl_config(&settings));
         assert!(!debug.contains("file-secret"), "{debug}");
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn unusable_files_are_named_with_their_setting() {
-        let dir = std::env::temp_dir().join(format!("rowsync-tls-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let empty = dir.join("empty.pem");
-        std::fs::write(&empty, "not a certificate\n").unwrap();
-        let mut settings = parse(&["--kafka-security-protocol", "SSL"]).unwrap();
-        settings.kafka_ssl_ca_location = Some(empty.clone());
-        let error = client_builder(&settings).unwrap_err();
-        assert!(
-            error.starts_with("KAFKA_SSL_CA_LOCATION: ") && error.contains("holds no PEM"),
-            "{error}"
-        );
-        settings.kafka_ssl_ca_location = Some(PathBuf::from("/nonexistent/ca.pem"));
-        let error = client_builder(&settings).unwrap_err();
-        assert!(
-            error.starts_with("KAFKA_SSL_CA_LOCATION: cannot read /nonexistent/ca.pem"),
-            "{error}"
-        );
-        settings.kafka_ssl_ca_location = None;
-        settings.kafka_ssl_certificate_location = Some(empty.clone());
-        settings.kafka_ssl_key_location = Some(empty);
-        let error = client_builder(&settings).unwrap_err();
-        assert!(
-            error.starts_with("KAFKA_SSL_CERTIFICATE_LOCATION: "),
-            "{error}"
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn the_public_roots_are_compiled_in() {
-        assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 100);
-        let settings = parse(&["--kafka-security-protocol", "SSL"]).unwrap();
-        assert!(tls_config(&settings).is_ok());
-    }
-
-    #[test]
-    fn refused_credentials_and_certificates_read_as_such() {
-        let refused = KafkaError::Connection(ConnectionError::SaslFailed(
-            SaslError::AuthenticationFailed {
-                mechanism: "SCRAM-SHA-512".to_owned(),
-                error: rskafka::client::error::ProtocolError::SaslAuthenticationFailed,
-                message: Some("Authentication failed: Invalid username or password".to_owned()),
-            },
-        ));
-        assert_eq!(
-            describe(&refused),
-            "authentication failed (SASL SCRAM-SHA-512): Authentication failed: Invalid \
-             username or password; check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
-        );
-        let offered = KafkaError::Connection(ConnectionError::SaslFailed(
-            SaslError::MechanismNotOffered {
-                mechanism: "SCRAM-SHA-256".to_owned(),
-                offered: vec!["PLAIN".to_owned()],
-            },
-        ));
-        assert!(
-            describe(&offered).starts_with(
-                "authentication failed (SASL SCRAM-SHA-256): the broker does not offer SASL \
-                 mechanism SCRAM-SHA-256 (it offers PLAIN); check KAFKA_SASL_MECHANISM"
-            ),
-            "{}",
-            describe(&offered)
-        );
-        let tls = KafkaError::Request(rskafka::client::error::RequestError::IO(
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
-            ),
-        ));
-        assert!(
-            describe(&tls).starts_with(
-                "TLS: the broker's certificate is not signed by a trusted CA (invalid peer \
-                 certificate: UnknownIssuer): set KAFKA_SSL_CA_LOCATION"
-            ),
-            "{}",
-            describe(&tls)
-        );
-        let other = KafkaError::InvalidResponse("odd".to_owned());
-        assert_eq!(describe(&other), other.to_string());
-        assert_eq!(
-            crate::error::Error::Kafka(refused).to_string(),
-            "kafka: authentication failed (SASL SCRAM-SHA-512): Authentication failed: Invalid \
-             username or password; check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
-        );
     }
 }

@@ -6,12 +6,12 @@
 use rskafka::record::RecordAndOffset;
 
 use super::{
-    batch::DecodedBatch, context::WorkerContext, dead_letter::DeadLetter, resume::fingerprint_of,
+    batch::DecodedBatch, context::WorkerContext, dead_letter::DeadLetter, metrics::PartitionLabels,
+    resume::fingerprint_of,
 };
 use crate::{
     db::{errors::is_lock_conflict, offsets},
     error::{bounded, Error, Result},
-    metrics::PartitionLabels,
 };
 
 /// Immediate re-applications of a batch PostgreSQL rolled back to break a deadlock, before the

@@ -17,8 +17,10 @@ use rskafka::{
     record::RecordAndOffset,
 };
 
-use super::{dead_letter::DeadLetterQueue, kind::WorkerKind, stats::WorkerStats};
-use crate::{error::Error, kafka::Kafka, metrics::BatchMetrics};
+use super::{
+    dead_letter::DeadLetterQueue, kind::WorkerKind, metrics::BatchMetrics, stats::WorkerStats,
+};
+use crate::{error::Error, kafka::Kafka};
 
 /// What every worker needs: where to read, where to write.
 #[derive(Clone)]

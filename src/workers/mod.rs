@@ -1,7 +1,8 @@
 //! The background workers that apply Kafka topics to table `some_model`, one job per file. Files
 //! import only files below them in this list, never above:
 //!
-//! - [`registry`]: starts and stops workers, stores their wishes and offsets in PostgreSQL.
+//! - [`registry`]: starts and stops workers, stores their wishes and offsets in PostgreSQL, and
+//!   plans an offset reset (asking the broker).
 //! - [`supervisor`]: one per running worker; finds the topic's partitions and owns one loop per
 //!   partition, each started and stopped on its own.
 //! - `partition` ([`PartitionConsumer`]): a partition's step and the loop that repeats it.
@@ -9,8 +10,9 @@
 //! - `resume`: where a partition resumes (stored offsets, fingerprints, recreated topics).
 //! - `fetch`: reading a partition (fetch sizes, the batch fetched ahead, covering fetches).
 //! - [`context`]: what a worker's loops share, built from the registry's [`WorkerDeps`].
+//! - [`metrics`]: what the workers export to Prometheus (batch histograms, counters, state).
 //! - [`failures`], [`stats`]: how a loop backs off and logs, what a worker reports.
-//! - `kind` ([`WorkerKind`]): the workers, their names, and which `Change` each applies.
+//! - `kind`: which `Change` each [`WorkerKind`] applies (the kinds and their names are `model`'s).
 //! - `batch`: decodes and folds a batch, isolates refused records.
 //! - `upcreate`, `delete`: each kind's `Change`; a new kind is one such file, a variant of
 //!   [`WorkerKind`] and its settings.
@@ -26,6 +28,7 @@ mod delete;
 pub mod failures;
 mod fetch;
 mod kind;
+pub mod metrics;
 mod partition;
 pub mod registry;
 mod resume;
@@ -36,6 +39,6 @@ mod upcreate;
 pub use context::{WorkerContext, WorkerDeps};
 pub use kind::WorkerKind;
 pub use partition::{PartitionConsumer, Step};
-pub use registry::WorkerRegistry;
+pub use registry::{OffsetTarget, WorkerRegistry};
 pub use stats::{WorkerState, WorkerStats};
 pub use supervisor::Supervisor;

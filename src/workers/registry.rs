@@ -1,15 +1,18 @@
 //! The worker registry ([`WorkerRegistry`]): starts and stops each worker's supervisor task,
-//! stores each worker's wish to run and its offsets in PostgreSQL, and keeps its counters.
+//! stores each worker's wish to run and its offsets in PostgreSQL (resetting them where an
+//! operator asks, [`OffsetTarget`]), and keeps its counters.
 //! What a running worker does is the [`Supervisor`]'s.
 
 use std::{collections::HashMap, sync::Arc};
 
+use rskafka::client::partition::OffsetAt;
 use tokio::{sync::Mutex, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     context::{WorkerContext, WorkerDeps},
     kind::WorkerKind,
+    metrics::WorkersCollector,
     stats::{WorkerState, WorkerStats},
     supervisor::{Supervisor, STOP_DEADLINE},
 };
@@ -17,6 +20,17 @@ use crate::{
     db,
     error::{bounded, Error, Result},
 };
+
+/// Where [`WorkerRegistry::reset_offsets`] moves a stopped worker's next offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetTarget {
+    /// Every partition to its oldest record still in the topic: everything is applied again.
+    Earliest,
+    /// Every partition to its end: only records produced from now on are applied.
+    Latest,
+    /// The listed partitions (each non-negative) to the given next offsets (non-negative).
+    Partitions(Vec<(i32, i64)>),
+}
 
 /// A started worker: the token that asks it to stop and the task to wait for.
 struct RunningWorker {
@@ -111,32 +125,57 @@ impl WorkerRegistry {
         }
     }
 
-    /// Stores new next offsets for a stopped worker; refuses ([`Error::WorkerRunning`]) while it runs.
+    /// Moves where a stopped worker resumes, and stores it; refuses ([`Error::WorkerRunning`])
+    /// while it runs. Returns each partition changed with its new next offset.
     ///
-    /// `to` maps each partition to change to its new next offset, computed by `plan` (which may
-    /// ask the broker); holding the registry lock meanwhile keeps the worker from starting.
-    pub async fn reset_offsets<F, Fut>(&self, kind: WorkerKind, plan: F) -> Result<Vec<(i32, i64)>>
-    where
-        F: FnOnce(String) -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<(i32, i64)>>>,
-    {
+    /// The broker is asked for the topic's partitions (a listed partition it lacks is an
+    /// [`Error::BadRequest`]) and, for [`OffsetTarget::Earliest`] and [`OffsetTarget::Latest`],
+    /// for their offsets; holding the registry lock meanwhile keeps the worker from starting.
+    pub async fn reset_offsets(
+        &self,
+        kind: WorkerKind,
+        target: OffsetTarget,
+    ) -> Result<Vec<(i32, i64)>> {
         let running = self.running.lock().await;
         if running.get(&kind).is_some_and(|w| !w.task.is_finished()) {
             return Err(Error::WorkerRunning(kind.name()));
         }
-        let topic = self.deps.topics[&kind].clone();
-        let offsets = plan(topic.clone()).await?;
+        let topic = &self.deps.topics[&kind];
+        let offsets = self.plan_reset(topic, target).await?;
         let client = self.deps.pool.get().await?;
         bounded(
             "storing offsets",
             self.deps.db_timeout,
-            db::offsets::store(&client, kind.name(), &topic, &offsets),
+            db::offsets::store(&client, kind.name(), topic, &offsets),
         )
         .await?;
         for &(partition, offset) in &offsets {
             self.stats[&kind].update(partition, |p| p.next_offset = Some(offset));
         }
         tracing::info!(worker = %kind, topic, ?offsets, "offsets reset");
+        Ok(offsets)
+    }
+
+    /// The next offset of each partition `target` changes, asking the broker what it must.
+    async fn plan_reset(&self, topic: &str, target: OffsetTarget) -> Result<Vec<(i32, i64)>> {
+        let kafka = &self.deps.kafka;
+        let partitions = kafka.partitions(topic).await?;
+        let at = match target {
+            OffsetTarget::Earliest => OffsetAt::Earliest,
+            OffsetTarget::Latest => OffsetAt::Latest,
+            OffsetTarget::Partitions(listed) => {
+                if let Some((missing, _)) = listed.iter().find(|(p, _)| !partitions.contains(p)) {
+                    return Err(Error::BadRequest(format!(
+                        "topic {topic} has no partition {missing}"
+                    )));
+                }
+                return Ok(listed);
+            }
+        };
+        let mut offsets = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            offsets.push((partition, kafka.offset(topic, partition, at).await?));
+        }
         Ok(offsets)
     }
 
@@ -171,6 +210,16 @@ impl WorkerRegistry {
     /// The counters and state of one worker.
     pub fn stats(&self, kind: WorkerKind) -> &WorkerStats {
         &self.stats[&kind]
+    }
+
+    /// What the workers export to Prometheus at scrape time, read from their counters.
+    pub fn metrics_collector(&self) -> WorkersCollector {
+        WorkersCollector::new(
+            WorkerKind::ALL
+                .into_iter()
+                .map(|kind| Arc::clone(&self.stats[&kind]))
+                .collect(),
+        )
     }
 }
 

@@ -39,6 +39,13 @@ pub struct WorkerStatus {
     pub since: DateTime<Utc>,
     /// One entry per partition it has consumed since the service started.
     pub partitions: Vec<PartitionStatus>,
+    /// What keeps the worker from consuming at all (its topic's partitions cannot be listed),
+    /// while that lasts; partition failures show in their partition.
+    #[oai(skip_serializing_if_is_none)]
+    pub last_error: Option<String>,
+    /// When `last_error` last happened.
+    #[oai(skip_serializing_if_is_none)]
+    pub last_error_at: Option<DateTime<Utc>>,
 }
 
 /// What a worker knows about one partition of its topic. Fields not known yet (and the error
@@ -93,6 +100,8 @@ struct Inner {
     state: WorkerState,
     since: DateTime<Utc>,
     partitions: BTreeMap<i32, PartitionStatus>,
+    /// A failure of the worker as a whole (listing its partitions), with when it last happened.
+    error: Option<(String, DateTime<Utc>)>,
 }
 
 impl WorkerStats {
@@ -105,6 +114,7 @@ impl WorkerStats {
                 state: WorkerState::Stopped,
                 since: Utc::now(),
                 partitions: BTreeMap::new(),
+                error: None,
             }),
         }
     }
@@ -142,6 +152,12 @@ impl WorkerStats {
         };
     }
 
+    /// Records (or, with `None`, clears) a failure of the worker as a whole.
+    pub fn set_error(&self, error: Option<String>) {
+        let mut inner = self.lock();
+        inner.error = error.map(|message| (message, Utc::now()));
+    }
+
     /// Edits one partition's entry if it has one (an entry appears once its partition is
     /// positioned or fails, so every entry the API shows has its offsets or its error).
     pub fn update_existing(&self, partition: i32, edit: impl FnOnce(&mut PartitionStatus)) {
@@ -160,6 +176,8 @@ impl WorkerStats {
             state: effective_state(&inner),
             since: inner.since,
             partitions: inner.partitions.values().cloned().collect(),
+            last_error: inner.error.as_ref().map(|(message, _)| message.clone()),
+            last_error_at: inner.error.as_ref().map(|(_, at)| *at),
         }
     }
 
@@ -176,7 +194,8 @@ fn effective_state(inner: &Inner) -> WorkerState {
         .partitions
         .values()
         .any(|p| p.stalled_at_offset.is_some());
-    let failing = inner.partitions.values().any(|p| p.last_error.is_some());
+    let failing =
+        inner.error.is_some() || inner.partitions.values().any(|p| p.last_error.is_some());
     match inner.state {
         WorkerState::Running if stalled => WorkerState::Stalled,
         WorkerState::Running if failing => WorkerState::Retrying,

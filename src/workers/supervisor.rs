@@ -153,9 +153,16 @@ impl Supervisor {
                 listed = self.context.kafka.partitions(topic) => listed,
             };
             match listed {
-                Ok(partitions) => return Some(partitions),
+                Ok(partitions) => {
+                    self.context.stats.set_error(None);
+                    return Some(partitions);
+                }
                 Err(error) => {
                     attempts += 1;
+                    // Shown in the worker's status: until listed it has no partition to show it.
+                    self.context
+                        .stats
+                        .set_error(Some(format!("cannot list partitions: {error}")));
                     if logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
                         tracing::warn!(worker, topic, error = %error, attempts, "cannot list partitions; retrying with backoff");
                         logged_at = Some(Instant::now());

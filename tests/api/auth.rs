@@ -1,7 +1,8 @@
 //! Bearer-token authorisation with `API_TOKEN` (and `API_TOKEN_FOR_READS`).
 
+use reqwest::Response;
 use secrecy::SecretString;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::helpers::{fresh_settings, TestApp};
 
@@ -14,45 +15,39 @@ async fn app_with_token(for_reads: bool) -> TestApp {
     TestApp::start(settings).await
 }
 
-async fn send(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-) -> reqwest::Response {
-    let mut request = app.http.request(method, app.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if path.ends_with("reset_offsets") {
-        request = request.json(&serde_json::json!({"to": "earliest"}));
-    }
-    request.send().await.unwrap()
+/// `method path` as `token` (anonymous when `None`), with a valid body for a reset.
+async fn send(app: &TestApp, method: &str, path: &str, token: Option<&str>) -> Response {
+    let client = match token {
+        Some(token) => app.with_token(token),
+        None => app.api.clone(),
+    };
+    let earliest = json!({"to": "earliest"});
+    let body = path.ends_with("reset_offsets").then_some(&earliest);
+    client.send(method, path, body).await
 }
 
 #[tokio::test]
 async fn with_a_token_every_state_change_needs_it_and_reads_stay_open() {
     let app = app_with_token(false).await;
     app.insert_rows(&[(5, "smth")]).await;
-    use reqwest::Method;
     let writes = [
-        (Method::POST, "/api/some_models/start_upcreate_from_kafka/"),
-        (Method::POST, "/api/some_models/stop_upcreate_from_kafka/"),
-        (Method::DELETE, "/api/some_models/start_delete_from_kafka/"),
-        (Method::POST, "/api/some_models/start_delete_from_kafka/"),
-        (Method::POST, "/api/some_models/stop_delete_from_kafka/"),
-        (Method::POST, "/api/workers/upcreate/reset_offsets"),
-        (Method::POST, "/api/some_models/5/write_to_kafka/"),
+        ("POST", "/api/some_models/start_upcreate_from_kafka/"),
+        ("POST", "/api/some_models/stop_upcreate_from_kafka/"),
+        ("DELETE", "/api/some_models/start_delete_from_kafka/"),
+        ("POST", "/api/some_models/start_delete_from_kafka/"),
+        ("POST", "/api/some_models/stop_delete_from_kafka/"),
+        ("POST", "/api/workers/upcreate/reset_offsets"),
+        ("POST", "/api/some_models/5/write_to_kafka/"),
     ];
     for (method, path) in &writes {
         for token in [None, Some("wrong"), Some("s3cret-token-but-longer")] {
-            let response = send(&app, method.clone(), path, token).await;
+            let response = send(&app, method, path, token).await;
             assert_eq!(response.status(), 401, "{method} {path} with {token:?}");
             let body: Value = response.json().await.unwrap();
             assert_eq!(body["error"], "unauthorized", "{body}");
             assert!(!body.to_string().contains(TOKEN));
         }
-        let response = send(&app, method.clone(), path, Some(TOKEN)).await;
+        let response = send(&app, method, path, Some(TOKEN)).await;
         assert_eq!(response.status(), 200, "{method} {path} with the token");
     }
     for path in [
@@ -62,11 +57,7 @@ async fn with_a_token_every_state_change_needs_it_and_reads_stay_open() {
         "/health/ready",
         "/metrics",
     ] {
-        assert_eq!(
-            send(&app, Method::GET, path, None).await.status(),
-            200,
-            "{path}"
-        );
+        assert_eq!(send(&app, "GET", path, None).await.status(), 200, "{path}");
     }
     app.cleanup().await;
 }
@@ -74,24 +65,16 @@ async fn with_a_token_every_state_change_needs_it_and_reads_stay_open() {
 #[tokio::test]
 async fn with_api_token_for_reads_reads_need_the_token_too() {
     let app = app_with_token(true).await;
-    use reqwest::Method;
     for path in ["/api/some_models/", "/api/workers/", "/api/workers/delete/"] {
+        assert_eq!(send(&app, "GET", path, None).await.status(), 401, "{path}");
         assert_eq!(
-            send(&app, Method::GET, path, None).await.status(),
-            401,
-            "{path}"
-        );
-        assert_eq!(
-            send(&app, Method::GET, path, Some(TOKEN)).await.status(),
+            send(&app, "GET", path, Some(TOKEN)).await.status(),
             200,
             "{path}"
         );
     }
     // Orchestrators still probe health without a token.
-    assert_eq!(
-        send(&app, Method::GET, "/health/live", None).await.status(),
-        200
-    );
+    assert_eq!(send(&app, "GET", "/health/live", None).await.status(), 200);
     app.cleanup().await;
 }
 

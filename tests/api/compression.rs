@@ -45,9 +45,7 @@ async fn every_batch_rowsync_writes_uses_the_codec_kafka_compression_names() {
         let topics = app.settings.topics.clone();
         app.insert_rows(&[(1, "one"), (2, "two")]).await;
         for id in [1, 2] {
-            let response = app
-                .post(&format!("/api/some_models/{id}/write_to_kafka/"))
-                .await;
+            let response = app.write_to_kafka(id).await;
             assert_eq!(response.status(), 200, "{codec:?}");
         }
         app.produce(&topics.updates_topic, 0, &["not json"]).await;

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    fault_proxy::Fault,
+    fault_proxy::{proxy_kafka, Fault},
     helpers::{eventually, fresh_settings, TestApp},
     test_broker::TestBroker,
 };
@@ -42,7 +42,7 @@ fn upcreate_context(
         topic_layout: (3, 1),
         fetch_max_bytes,
         fetch_max_wait_ms: 500,
-        batch_metrics: rowsync::metrics::Metrics::new().batches(),
+        batch_metrics: rowsync::workers::metrics::BatchMetrics::default(),
         db_timeout: std::time::Duration::from_secs(5),
     };
     let stats = Arc::new(WorkerStats::new(kind, topic));
@@ -62,7 +62,7 @@ async fn produce(app: &TestApp, topic: &str, values: &[String]) {
 async fn records_reaching_a_recreated_topic_after_the_consumer_positioned_itself_are_all_applied() {
     let mut broker = TestBroker::start().await;
     let mut settings = fresh_settings();
-    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
+    proxy_kafka(&mut settings, &broker);
     let app = TestApp::start(settings.clone()).await;
     let topic = settings.topics.updates_topic.clone();
     let kafka = Kafka::connect(&settings.kafka).await.unwrap();

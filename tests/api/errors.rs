@@ -4,12 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::{
-    fault_proxy::{Fault, FaultProxy},
-    helpers::{database_url, fresh_settings, spawn_app, TestApp},
+    fault_proxy::{app_behind_postgres_proxy, Fault},
+    helpers::spawn_app,
     openapi::{json_content, operations, served_spec},
 };
 
@@ -45,11 +44,9 @@ async fn an_unknown_worker_is_a_json_404() {
     app.cleanup().await;
 }
 
-/// A request for operation `method path` of the spec, its path parameters filled in.
-fn request(app: &TestApp, method: &str, path: &str) -> reqwest::RequestBuilder {
-    let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-    let path = path.replace("{id}", "1").replace("{name}", "upcreate");
-    app.http.request(method, app.url(&path))
+/// The path of an operation of the spec, its path parameters filled in.
+fn filled_in(path: &str) -> String {
+    path.replace("{id}", "1").replace("{name}", "upcreate")
 }
 
 /// Every operation, whether it takes a body or not, refuses a declared body over 64 KiB before
@@ -59,25 +56,27 @@ async fn an_over_large_body_is_a_json_413_for_every_operation() {
     let app = spawn_app().await;
     let spec = served_spec(&app).await;
     for (id, method, path, _) in operations(&spec) {
-        let response = request(&app, &method, &path)
-            .header("content-type", "application/json")
-            .body(vec![b' '; 64 * 1024 + 1])
-            .send()
-            .await
-            .unwrap();
+        let response = app
+            .raw(
+                &method,
+                &filled_in(&path),
+                &[("content-type", "application/json")],
+                Some(vec![b' '; 64 * 1024 + 1]),
+            )
+            .await;
         assert_eq!(response.status(), 413, "{id}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], "payload_too_large", "{id}: {body}");
     }
     // Far over, too.
     let response = app
-        .http
-        .post(app.url("/api/workers/delete/reset_offsets"))
-        .header("content-type", "application/json")
-        .body(vec![b' '; 1024 * 1024])
-        .send()
-        .await
-        .unwrap();
+        .raw(
+            "POST",
+            "/api/workers/delete/reset_offsets",
+            &[("content-type", "application/json")],
+            Some(vec![b' '; 1024 * 1024]),
+        )
+        .await;
     assert_eq!(response.status(), 413);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "payload_too_large");
@@ -105,11 +104,14 @@ async fn a_body_not_sent_as_json_is_a_json_415_for_every_operation_taking_one() 
             Some("application/x-www-form-urlencoded"),
             None,
         ] {
-            let mut call = request(&app, &method, &path).body(r#"{"to": "earliest"}"#);
-            if let Some(content_type) = content_type {
-                call = call.header("content-type", content_type);
-            }
-            let response = call.send().await.unwrap();
+            let headers: Vec<(&str, &str)> = content_type
+                .map(|content_type| ("content-type", content_type))
+                .into_iter()
+                .collect();
+            let body = br#"{"to": "earliest"}"#.to_vec();
+            let response = app
+                .raw(&method, &filled_in(&path), &headers, Some(body))
+                .await;
             assert_eq!(response.status(), 415, "{id} with {content_type:?}");
             let body: Value = response.json().await.unwrap();
             assert_eq!(
@@ -134,18 +136,15 @@ async fn a_body_not_sent_as_json_is_a_json_415_for_every_operation_taking_one() 
 #[tokio::test]
 async fn a_path_that_is_not_utf8_is_a_json_400() {
     let app = spawn_app().await;
+    let earliest = json!({"to": "earliest"});
     let calls = [
-        app.http.get(app.url("/api/workers/%FF/")),
-        app.http
-            .post(app.url("/api/workers/%FF/reset_offsets"))
-            .json(&serde_json::json!({"to": "earliest"})),
-        app.http
-            .post(app.url("/api/some_models/%FF/write_to_kafka/")),
+        ("GET", "/api/workers/%FF/", None),
+        ("POST", "/api/workers/%FF/reset_offsets", Some(&earliest)),
+        ("POST", "/api/some_models/%FF/write_to_kafka/", None),
     ];
-    for call in calls {
-        let call = call.build().unwrap();
-        let what = format!("{} {}", call.method(), call.url().path());
-        let response = app.http.execute(call).await.unwrap();
+    for (method, path, body) in calls {
+        let what = format!("{method} {path}");
+        let response = app.send(method, path, body).await;
         assert_eq!(response.status(), 400, "{what}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], "bad_request", "{what}: {body}");
@@ -163,35 +162,27 @@ async fn a_path_that_is_not_utf8_is_a_json_400() {
 /// promptly (`write_to_kafka` and readiness: see the faults tests).
 #[tokio::test]
 async fn the_listing_and_every_state_change_answer_a_json_503_while_postgresql_is_cut_off() {
-    let postgres = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let mut settings = fresh_settings();
-    let through_proxy = database_url().replace("127.0.0.1:5432", &postgres.addr.to_string());
-    settings.database.database_url = Some(SecretString::from(through_proxy));
-    settings.database.db_timeout_ms = 2_000;
-    let app = TestApp::start(settings).await;
+    let (postgres, app) = app_behind_postgres_proxy(2_000).await;
     postgres.set(Fault::Cut);
+    let earliest = json!({"to": "earliest"});
     let calls = [
-        app.http.get(app.url("/api/some_models/?limit=5")),
-        app.http.get(app.url("/api/some_models/")),
-        app.http
-            .post(app.url("/api/some_models/start_upcreate_from_kafka/")),
-        app.http
-            .post(app.url("/api/some_models/stop_upcreate_from_kafka/")),
-        app.http
-            .delete(app.url("/api/some_models/start_delete_from_kafka/")),
-        app.http
-            .post(app.url("/api/some_models/start_delete_from_kafka/")),
-        app.http
-            .post(app.url("/api/some_models/stop_delete_from_kafka/")),
-        app.http
-            .post(app.url("/api/workers/upcreate/reset_offsets"))
-            .json(&serde_json::json!({"to": "earliest"})),
+        ("GET", "/api/some_models/?limit=5", None),
+        ("GET", "/api/some_models/", None),
+        ("POST", "/api/some_models/start_upcreate_from_kafka/", None),
+        ("POST", "/api/some_models/stop_upcreate_from_kafka/", None),
+        ("DELETE", "/api/some_models/start_delete_from_kafka/", None),
+        ("POST", "/api/some_models/start_delete_from_kafka/", None),
+        ("POST", "/api/some_models/stop_delete_from_kafka/", None),
+        (
+            "POST",
+            "/api/workers/upcreate/reset_offsets",
+            Some(&earliest),
+        ),
     ];
-    for call in calls {
-        let call = call.build().unwrap();
-        let what = format!("{} {}", call.method(), call.url().path());
+    for (method, path, body) in calls {
+        let what = format!("{method} {path}");
         let started = Instant::now();
-        let response = app.http.execute(call).await.unwrap();
+        let response = app.send(method, path, body).await;
         assert_eq!(response.status(), 503, "{what}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], "unavailable", "{what}: {body}");

@@ -1,13 +1,24 @@
 //! A TCP proxy that injects faults between the app and a server: let traffic pass, delay it,
-//! cut every connection (and refuse new ones), or hang (accept, forward nothing).
+//! cut every connection (and refuse new ones), or hang (accept, forward nothing); and the
+//! settings that put it between the app and PostgreSQL or Kafka, or refuse to run.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{SocketAddr, ToSocketAddrs},
+    time::Duration,
+};
 
+use rowsync::config::Settings;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::watch,
     task::JoinHandle,
+};
+
+use crate::{
+    helpers::{fresh_settings, TestApp},
+    test_broker::TestBroker,
 };
 
 /// What the proxy does to traffic.
@@ -65,6 +76,103 @@ impl FaultProxy {
     pub fn set(&self, fault: Fault) {
         self.fault_tx.send_replace(fault);
     }
+}
+
+/// Puts a new fault proxy between the app and PostgreSQL: in front of the server `settings`'
+/// `DATABASE_URL` names (`TEST_DATABASE_URL`'s), with that URL rewritten to reach it only
+/// through the proxy.
+///
+/// Refuses to run (panics, saying why) when the URL names no single TCP server a proxy can
+/// front (a Unix socket, several hosts, `host=` in its parameters, no URL at all), or when the
+/// rewritten URL would still reach anything but the proxy: a test that cuts PostgreSQL off must
+/// not pass with PostgreSQL reachable.
+pub async fn proxy_postgres(settings: &mut Settings) -> FaultProxy {
+    let url = settings
+        .database
+        .database_url
+        .as_ref()
+        .map(|url| url.expose_secret().to_owned());
+    let Some(url) = url else {
+        refuse("the settings have no DATABASE_URL")
+    };
+    let config: tokio_postgres::Config = url
+        .parse()
+        .unwrap_or_else(|e| refuse(&format!("the URL does not parse ({e})")));
+    let (host, port) = match (config.get_hosts(), config.get_ports()) {
+        ([tokio_postgres::config::Host::Tcp(host)], [] | [_])
+            if config.get_hostaddrs().is_empty() =>
+        {
+            (
+                host.clone(),
+                config.get_ports().first().copied().unwrap_or(5432),
+            )
+        }
+        (hosts, _) => refuse(&format!(
+            "the URL names {hosts:?} (and hostaddrs {:?})",
+            config.get_hostaddrs()
+        )),
+    };
+    let upstream = (host.as_str(), port)
+        .to_socket_addrs()
+        .unwrap_or_else(|e| refuse(&format!("{host}:{port} does not resolve ({e})")))
+        .find(|addr| std::net::TcpStream::connect_timeout(addr, Duration::from_secs(2)).is_ok())
+        .unwrap_or_else(|| {
+            refuse(&format!(
+                "nothing accepts connections at {host}:{port} (run scripts/dev-deps)"
+            ))
+        });
+    let proxy = FaultProxy::start(upstream).await;
+    let mut through = reqwest::Url::parse(&url)
+        .unwrap_or_else(|e| refuse(&format!("the URL is not one a proxy can rewrite ({e})")));
+    through
+        .set_host(Some("127.0.0.1"))
+        .unwrap_or_else(|e| refuse(&format!("the URL's host cannot be replaced ({e})")));
+    through
+        .set_port(Some(proxy.addr.port()))
+        .unwrap_or_else(|()| refuse("the URL's port cannot be replaced"));
+    let through = through.to_string();
+    // The guard: as the app will read it, the rewritten URL reaches the proxy and nothing else.
+    let check: tokio_postgres::Config = through.parse().expect("the rewritten URL parses");
+    let proxied = tokio_postgres::config::Host::Tcp("127.0.0.1".to_owned());
+    if check.get_hosts() != [proxied] || check.get_ports() != [proxy.addr.port()] {
+        refuse(&format!(
+            "rewritten, the URL still names {:?} ports {:?}, not only the proxy at {}",
+            check.get_hosts(),
+            check.get_ports(),
+            proxy.addr
+        ));
+    }
+    settings.database.database_url = Some(SecretString::from(through));
+    proxy
+}
+
+fn refuse(why: &str) -> ! {
+    panic!(
+        "cannot put a fault proxy in front of PostgreSQL: {why}; set TEST_DATABASE_URL to a \
+         postgres://user@host:port/database URL naming one TCP server"
+    )
+}
+
+/// Puts `broker`'s fault proxy between the app and Kafka: `settings` bootstrap from the proxy,
+/// and the broker advertises the proxy, so every connection goes through it. (A proxy in front
+/// of the shared broker could not be: it advertises its own address, which clients would then
+/// use directly.) Panics if the settings would still name another broker.
+pub fn proxy_kafka(settings: &mut Settings, broker: &TestBroker) {
+    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
+    assert_eq!(
+        settings.kafka.bootstrap_servers(),
+        [broker.proxy.addr.to_string()],
+        "cannot put a fault proxy in front of Kafka: the settings name other brokers"
+    );
+}
+
+/// Fresh settings and the app started with them, reaching PostgreSQL only through the returned
+/// fault proxy, with PostgreSQL calls bounded at `db_timeout_ms`.
+pub async fn app_behind_postgres_proxy(db_timeout_ms: u64) -> (FaultProxy, TestApp) {
+    let mut settings = fresh_settings();
+    let postgres = proxy_postgres(&mut settings).await;
+    settings.database.db_timeout_ms = db_timeout_ms;
+    (postgres, TestApp::start(settings).await)
 }
 
 async fn serve(inbound: TcpStream, upstream: SocketAddr, mut fault_rx: watch::Receiver<Fault>) {

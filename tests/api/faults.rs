@@ -3,12 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::{
-    fault_proxy::{Fault, FaultProxy},
-    helpers::{database_url, eventually, fresh_settings, update, TestApp},
+    fault_proxy::{app_behind_postgres_proxy, proxy_kafka, Fault, FaultProxy},
+    helpers::{eventually, fresh_settings, update, TestApp},
     test_broker::TestBroker,
 };
 
@@ -16,28 +15,14 @@ use crate::{
 /// 2 s so faults show quickly.
 async fn app_through(broker: &TestBroker) -> TestApp {
     let mut settings = fresh_settings();
-    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
+    proxy_kafka(&mut settings, broker);
     settings.kafka.kafka_request_timeout_ms = 2_000;
     TestApp::start(settings).await
 }
 
-/// A fault proxy in front of PostgreSQL, and an app that reaches PostgreSQL through it with its
-/// PostgreSQL calls bounded at `db_timeout_ms`.
-async fn app_behind_postgres_proxy(db_timeout_ms: u64) -> (FaultProxy, TestApp) {
-    let postgres = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let mut settings = fresh_settings();
-    let through_proxy = database_url().replace("127.0.0.1:5432", &postgres.addr.to_string());
-    settings.database.database_url = Some(SecretString::from(through_proxy));
-    settings.database.db_timeout_ms = db_timeout_ms;
-    (postgres, TestApp::start(settings).await)
-}
-
 /// `write_to_kafka` for rows 1 to 4, called together: each call's status and JSON body.
 async fn publish_together(app: &TestApp) -> Vec<(u16, Value)> {
-    let paths: Vec<String> = (1..=4)
-        .map(|id| format!("/api/some_models/{id}/write_to_kafka/"))
-        .collect();
-    let calls = paths.iter().map(|path| app.post(path));
+    let calls = (1..=4).map(|id| app.write_to_kafka(id));
     let mut answers = Vec::new();
     for response in futures_util::future::join_all(calls).await {
         let status = response.status().as_u16();
@@ -121,7 +106,7 @@ async fn wait_for_state(app: &TestApp, worker: &str, state: &str) -> Value {
 /// Readiness answers 503 within a second, naming the failing dependency.
 async fn assert_not_ready_quickly(app: &TestApp, failing: &str) {
     let started = Instant::now();
-    let response = app.get("/health/ready").await;
+    let response = app.ready().await;
     let elapsed = started.elapsed();
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
@@ -316,5 +301,28 @@ async fn a_worker_resuming_on_a_recreated_topic_that_is_still_empty_applies_all_
         },
     )
     .await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_worker_started_while_the_broker_is_cut_off_says_why_it_has_no_partitions() {
+    let broker = TestBroker::start().await;
+    let app = app_through(&broker).await;
+    broker.proxy.set(Fault::Cut);
+    app.start_upcreate().await;
+    let status = wait_for_state(&app, "upcreate", "retrying").await;
+    assert_eq!(status["partitions"], Value::Array(vec![]), "{status}");
+    let error = status["last_error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("cannot list partitions: "), "{status}");
+    assert!(status["last_error_at"].is_string(), "{status}");
+
+    broker.proxy.set(Fault::Pass);
+    let status = eventually("the partitions listed", || async {
+        let status = app.worker("upcreate").await;
+        (status["state"] == "running" && status["partitions"].as_array()?.len() == 3)
+            .then_some(status)
+    })
+    .await;
+    assert!(status.get("last_error").is_none(), "{status}");
     app.cleanup().await;
 }

@@ -15,14 +15,14 @@ async fn liveness_and_readiness_are_ok_when_every_dependency_answers() {
             json!({"status": "ok"})
         );
     }
-    let response = app.get("/health/ready").await;
+    let response = app.ready().await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.json::<Value>().await.unwrap(),
         json!({"status": "ok", "checks": {"postgres": "ok", "migrations": "ok", "kafka": "ok", "workers": "ok"}})
     );
     // Health checks are not API responses: once a later API call is logged, it is the only record.
-    app.get("/api/some_models/").await;
+    app.rows().await;
     let topic = app.settings.topics.rest_log_topic.clone();
     let records = eventually("the API call's record", || async {
         let records = app.read_topic(&topic).await;

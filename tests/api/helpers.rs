@@ -1,24 +1,27 @@
 //! Shared test harness: `spawn_app` starts the real app against a fresh schema and fresh topics;
-//! helpers produce to and read back from Kafka, call each endpoint, and wait with deadlines.
+//! helpers produce to and read back from Kafka, clean up, and wait with deadlines. Requests to
+//! the app go through its [`ApiClient`] (`api_client`), which a [`TestApp`] derefs to.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{fmt::Display, future::Future, ops::Deref, sync::Arc, time::Duration};
 
 use rand::Rng;
 use rowsync::{
     app::Application,
     config::{AuthSettings, DatabaseSettings, KafkaSettings, Settings, TopicSettings},
+    kafka::security::client_builder,
     model::Row,
 };
 use rskafka::{
     client::{
         partition::{Compression, OffsetAt, UnknownTopicHandling},
-        Client, ClientBuilder,
+        Client,
     },
     record::{Record, RecordAndOffset},
 };
 use secrecy::SecretString;
-use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
+
+pub use crate::api_client::ApiClient;
 
 /// Bound on every wait in a test.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -34,15 +37,25 @@ fn bootstrap() -> String {
     std::env::var("TEST_KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }
 
-/// A running app plus direct clients of its PostgreSQL schema and Kafka topics.
+/// A running app plus direct clients of its PostgreSQL schema and Kafka topics; derefs to the
+/// client of its API.
 pub struct TestApp {
-    pub address: String,
+    pub api: ApiClient,
     pub settings: Settings,
-    pub http: reqwest::Client,
+    /// The shared PostgreSQL (`TEST_DATABASE_URL`), with the app's schema as search path.
     pub db: tokio_postgres::Client,
+    /// Built from the app's own Kafka settings, so TLS and SASL apply to the test's records too.
     pub kafka: Arc<Client>,
     shutdown_tx: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Deref for TestApp {
+    type Target = ApiClient;
+
+    fn deref(&self) -> &ApiClient {
+        &self.api
+    }
 }
 
 /// Settings for a fresh schema and fresh topic names.
@@ -111,8 +124,18 @@ pub async fn spawn_app() -> TestApp {
     TestApp::start(fresh_settings()).await
 }
 
+/// A Kafka client of the test's own with `settings`' security (TLS, SASL) and brokers.
+pub async fn kafka_client(settings: &KafkaSettings) -> Client {
+    client_builder(settings)
+        .expect("valid Kafka settings")
+        .build()
+        .await
+        .expect("the broker is up (run scripts/dev-deps)")
+}
+
 impl TestApp {
-    /// Starts the app with these settings (a restart passes the previous app's settings).
+    /// Starts the app with these settings (a restart passes the previous app's settings);
+    /// panics with the cause if it does not start.
     pub async fn start(settings: Settings) -> TestApp {
         init_logs();
         let app = Application::build(settings.clone())
@@ -123,7 +146,7 @@ impl TestApp {
                  Are PostgreSQL and the broker up? Run scripts/dev-deps."
                 )
             });
-        let address = format!("http://127.0.0.1:{}", app.port());
+        let api = ApiClient::on_port(app.port());
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = shutdown_rx.await;
@@ -136,15 +159,11 @@ impl TestApp {
             .await
             .expect("PostgreSQL is up (run scripts/dev-deps)");
         tokio::spawn(connection);
-        let kafka = ClientBuilder::new(settings.kafka.bootstrap_servers())
-            .build()
-            .await
-            .expect("the broker is up (run scripts/dev-deps)");
+        let kafka = kafka_client(&settings.kafka).await;
 
         TestApp {
-            address,
+            api,
             settings,
-            http: reqwest::Client::new(),
             db,
             kafka: Arc::new(kafka),
             shutdown_tx: Some(shutdown_tx),
@@ -172,7 +191,7 @@ impl TestApp {
         TestApp::start(self.settings.clone()).await
     }
 
-    /// Stops the app and removes its schema and topics.
+    /// Stops the app and removes its schema and topics (dead-letter topics included).
     pub async fn cleanup(mut self) {
         self.stop().await;
         let schema = self.settings.database.schema().to_owned();
@@ -180,115 +199,7 @@ impl TestApp {
             .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
             .await
             .expect("dropping the test schema");
-        let controller = self.kafka.controller_client().expect("controller client");
-        let topics = &self.settings.topics;
-        for topic in [
-            &topics.updates_topic,
-            &topics.delete_topic,
-            &topics.objects_to_kafka_topic,
-            &topics.rest_log_topic,
-        ] {
-            let _ = controller.delete_topic(topic.as_str(), 5_000).await;
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.address)
-    }
-
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("GET sent")
-    }
-
-    pub async fn post(&self, path: &str) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .send()
-            .await
-            .expect("POST sent")
-    }
-
-    pub async fn delete(&self, path: &str) -> reqwest::Response {
-        self.http
-            .delete(self.url(path))
-            .send()
-            .await
-            .expect("DELETE sent")
-    }
-
-    /// `GET /api/some_models/`, asserting 200.
-    pub async fn rows(&self) -> Vec<Row> {
-        let response = self.get("/api/some_models/").await;
-        assert_eq!(response.status(), 200);
-        response.json().await.expect("an array of rows")
-    }
-
-    /// POSTs to a start/stop path and checks the answer names the worker and its state.
-    pub async fn control(&self, path: &str, worker: &str, state: &str) {
-        let response = self.post(path).await;
-        assert_eq!(response.status(), 200, "POST {path}");
-        let body: Value = response.json().await.expect("JSON body");
-        assert_eq!(body["worker"], worker, "{body}");
-        assert_eq!(body["state"], state, "{body}");
-    }
-
-    pub async fn start_upcreate(&self) {
-        self.control(
-            "/api/some_models/start_upcreate_from_kafka/",
-            "upcreate",
-            "running",
-        )
-        .await;
-    }
-
-    pub async fn stop_upcreate(&self) {
-        self.control(
-            "/api/some_models/stop_upcreate_from_kafka/",
-            "upcreate",
-            "stopped",
-        )
-        .await;
-    }
-
-    pub async fn start_delete(&self) {
-        let response = self
-            .delete("/api/some_models/start_delete_from_kafka/")
-            .await;
-        assert_eq!(response.status(), 200);
-        let body: Value = response.json().await.expect("JSON body");
-        assert_eq!(body["worker"], "delete");
-        assert_eq!(body["state"], "running");
-    }
-
-    pub async fn stop_delete(&self) {
-        self.control(
-            "/api/some_models/stop_delete_from_kafka/",
-            "delete",
-            "stopped",
-        )
-        .await;
-    }
-
-    /// `GET /api/workers/{name}/` as JSON.
-    pub async fn worker(&self, name: &str) -> Value {
-        let response = self.get(&format!("/api/workers/{name}/")).await;
-        assert_eq!(response.status(), 200);
-        response.json().await.expect("JSON body")
-    }
-
-    /// Sum of one per-partition counter of a worker.
-    pub async fn worker_total(&self, name: &str, counter: &str) -> u64 {
-        let worker = self.worker(name).await;
-        worker["partitions"]
-            .as_array()
-            .expect("partitions")
-            .iter()
-            .map(|p| p[counter].as_u64().expect("a counter"))
-            .sum()
+        delete_topics(&self.kafka, &self.settings.topics).await;
     }
 
     /// Inserts rows straight into the table.
@@ -306,53 +217,106 @@ impl TestApp {
 
     /// Produces values, in this order, to one partition of a topic, in one request.
     pub async fn produce(&self, topic: &str, partition: i32, values: &[&str]) {
-        let client = self
-            .kafka
-            .partition_client(topic, partition, UnknownTopicHandling::Retry)
-            .await
-            .expect("partition client");
-        let records = values
-            .iter()
-            .map(|v| Record {
-                key: None,
-                value: Some(v.as_bytes().to_vec()),
-                headers: Default::default(),
-                timestamp: chrono::Utc::now(),
-            })
-            .collect();
-        client
-            .produce(records, Compression::NoCompression)
-            .await
-            .expect("producing test records");
+        produce(&self.kafka, topic, partition, values).await;
     }
 
     /// Every record of every partition of `topic`, as (partition, record).
     pub async fn read_topic(&self, topic: &str) -> Vec<(i32, RecordAndOffset)> {
-        let mut all = Vec::new();
-        for partition in 0..PARTITIONS {
-            let client = self
-                .kafka
-                .partition_client(topic, partition, UnknownTopicHandling::Retry)
+        read_topic(&self.kafka, topic).await
+    }
+}
+
+/// Produces unkeyed `values`, in this order, to one partition of `topic`, in one request.
+pub async fn produce(kafka: &Client, topic: &str, partition: i32, values: &[&str]) {
+    let client = kafka
+        .partition_client(topic, partition, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition client");
+    let records = values
+        .iter()
+        .map(|v| Record {
+            key: None,
+            value: Some(v.as_bytes().to_vec()),
+            headers: Default::default(),
+            timestamp: chrono::Utc::now(),
+        })
+        .collect();
+    client
+        .produce(records, Compression::NoCompression)
+        .await
+        .expect("producing test records");
+}
+
+/// Every record of every partition of `topic`, as (partition, record), in partition order.
+pub async fn read_topic(kafka: &Client, topic: &str) -> Vec<(i32, RecordAndOffset)> {
+    let mut all = Vec::new();
+    for partition in 0..PARTITIONS {
+        let client = kafka
+            .partition_client(topic, partition, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition client");
+        let end = client
+            .get_offset(OffsetAt::Latest)
+            .await
+            .expect("latest offset");
+        let mut offset = 0;
+        while offset < end {
+            let (records, _) = client
+                .fetch_records(offset, 1..1_000_000, 100)
                 .await
-                .expect("partition client");
-            let end = client
-                .get_offset(OffsetAt::Latest)
-                .await
-                .expect("latest offset");
-            let mut offset = 0;
-            while offset < end {
-                let (records, _) = client
-                    .fetch_records(offset, 1..1_000_000, 100)
-                    .await
-                    .expect("fetching records");
-                for record in records {
-                    offset = offset.max(record.offset + 1);
-                    all.push((partition, record));
-                }
+                .expect("fetching records");
+            for record in records {
+                offset = offset.max(record.offset + 1);
+                all.push((partition, record));
             }
         }
-        all
     }
+    all
+}
+
+/// Every topic the app may create for `topics`: the four it is given and both workers'
+/// dead-letter topics.
+pub fn all_topics(topics: &TopicSettings) -> Vec<String> {
+    let dead_letters = |configured: &Option<String>, source: &str| {
+        configured
+            .clone()
+            .unwrap_or_else(|| format!("{source}.dlq"))
+    };
+    vec![
+        topics.updates_topic.clone(),
+        topics.delete_topic.clone(),
+        topics.objects_to_kafka_topic.clone(),
+        topics.rest_log_topic.clone(),
+        dead_letters(&topics.updates_dlq_topic, &topics.updates_topic),
+        dead_letters(&topics.delete_dlq_topic, &topics.delete_topic),
+    ]
+}
+
+/// Deletes every topic the app may have created for `topics` (one that is not there is no
+/// error).
+pub async fn delete_topics(kafka: &Client, topics: &TopicSettings) {
+    let controller = kafka.controller_client().expect("controller client");
+    for topic in all_topics(topics) {
+        let _ = controller.delete_topic(topic, 5_000).await;
+    }
+}
+
+/// Drops a test schema from the shared PostgreSQL, through a connection of its own.
+pub async fn drop_schema(schema: &str) {
+    let (db, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL is up (run scripts/dev-deps)");
+    tokio::spawn(connection);
+    db.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .expect("dropping the test schema");
+}
+
+/// Removes what an app run with `settings` outside this process made: its topics on the
+/// settings' broker, and its schema in the shared PostgreSQL.
+pub async fn cleanup_settings(settings: &Settings) {
+    delete_topics(&kafka_client(&settings.kafka).await, &settings.topics).await;
+    drop_schema(settings.database.schema()).await;
 }
 
 /// With `RUST_LOG` set, the app's logs go to the test output (shown for failing tests).
@@ -368,21 +332,61 @@ fn init_logs() {
     });
 }
 
-/// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+/// What a check given to [`eventually`] returns: `Some`/`Ok` when done, with the value to
+/// return; `None` when not yet, or `Err` saying what it saw instead (for the failure message).
+pub trait Attempt {
+    type Value;
+    fn outcome(self) -> Result<Self::Value, Option<String>>;
+}
+
+impl<T> Attempt for Option<T> {
+    type Value = T;
+
+    fn outcome(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
+    }
+}
+
+impl<T, E: Display> Attempt for Result<T, E> {
+    type Value = T;
+
+    fn outcome(self) -> Result<T, Option<String>> {
+        self.map_err(|seen| Some(seen.to_string()))
+    }
+}
+
+/// Polls `check` until it is done, failing the test after [`DEADLINE`] (with what it last saw,
+/// when it says).
+pub async fn eventually<A, F, Fut>(what: &str, check: F) -> A::Value
 where
+    A: Attempt,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
+    Fut: Future<Output = A>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    eventually_within(DEADLINE, what, check).await
+}
+
+/// [`eventually`] with a deadline of its own.
+pub async fn eventually_within<A, F, Fut>(within: Duration, what: &str, mut check: F) -> A::Value
+where
+    A: Attempt,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = A>,
+{
+    let deadline = tokio::time::Instant::now() + within;
     loop {
-        if let Some(value) = check().await {
-            return value;
+        let seen = match check().await.outcome() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            match seen {
+                Some(seen) => {
+                    panic!("timed out after {within:?} waiting for {what}; last seen: {seen}")
+                }
+                None => panic!("timed out after {within:?} waiting for {what}"),
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

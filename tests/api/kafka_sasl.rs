@@ -9,9 +9,9 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::{
-    helpers::eventually,
+    helpers::{drop_schema, eventually, kafka_client, produce, update, TestApp},
     process::RowsyncProcess,
-    secure_app::{drop_schema, run_to_exit, security_env, settings_for, test_client, SecureApp},
+    secure_app::{assert_round_trip, run_to_exit, security_env, settings_for},
     test_broker::{SaslUser, SecureBroker, TempDir},
     tls_proxy::{server_config, TestCa, Validity},
 };
@@ -47,7 +47,7 @@ fn sasl_settings(
 #[tokio::test]
 async fn scram_sha_512_over_sasl_plaintext_carries_workers_write_to_kafka_and_readiness() {
     let broker = SecureBroker::sasl(&[ALICE], None).await;
-    let app = SecureApp::start(sasl_settings(
+    let app = TestApp::start(sasl_settings(
         &broker,
         KafkaSecurityProtocol::SaslPlaintext,
         KafkaSaslMechanism::ScramSha512,
@@ -55,14 +55,14 @@ async fn scram_sha_512_over_sasl_plaintext_carries_workers_write_to_kafka_and_re
         ALICE.password,
     ))
     .await;
-    app.assert_round_trip().await;
+    assert_round_trip(&app).await;
     app.cleanup().await;
 }
 
 #[tokio::test]
 async fn scram_sha_256_works_too() {
     let broker = SecureBroker::sasl(&[BOB], None).await;
-    let app = SecureApp::start(sasl_settings(
+    let app = TestApp::start(sasl_settings(
         &broker,
         KafkaSecurityProtocol::SaslPlaintext,
         KafkaSaslMechanism::ScramSha256,
@@ -70,7 +70,7 @@ async fn scram_sha_256_works_too() {
         BOB.password,
     ))
     .await;
-    app.assert_round_trip().await;
+    assert_round_trip(&app).await;
     app.cleanup().await;
 }
 
@@ -88,8 +88,8 @@ async fn sasl_ssl_with_scram_sha_512_through_the_tls_proxy() {
         ALICE.password,
     );
     settings.kafka.kafka_ssl_ca_location = Some(ca.cert_path.clone());
-    let app = SecureApp::start(settings.clone()).await;
-    app.assert_round_trip().await;
+    let app = TestApp::start(settings.clone()).await;
+    assert_round_trip(&app).await;
     let proxy = broker.tls.as_ref().unwrap();
     assert!(proxy.handshakes() > 2, "{}", proxy.handshakes());
     app.cleanup().await;
@@ -173,45 +173,17 @@ async fn the_password_never_shows_in_debug_logs_readiness_or_worker_status_when_
         ("RUST_LOG", "debug"),
     ]);
     let mut process = RowsyncProcess::start_with(&settings, &env, Some(&logs)).await;
-    let http = reqwest::Client::new();
-    let url = |path: &str| format!("{}{path}", process.address);
-    let started = http
-        .post(url("/api/some_models/start_upcreate_from_kafka/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 200);
-    let kafka = test_client(&settings).await;
-    let partition = kafka
-        .partition_client(
-            settings.topics.updates_topic.as_str(),
-            1,
-            rskafka::client::partition::UnknownTopicHandling::Retry,
-        )
-        .await
-        .unwrap();
-    partition
-        .produce(
-            vec![rskafka::record::Record {
-                key: None,
-                value: Some(crate::helpers::update(5, "five").into_bytes()),
-                headers: Default::default(),
-                timestamp: chrono::Utc::now(),
-            }],
-            rskafka::client::partition::Compression::NoCompression,
-        )
-        .await
-        .unwrap();
+    process.start_upcreate().await;
+    let kafka = kafka_client(&settings.kafka).await;
+    produce(
+        &kafka,
+        &settings.topics.updates_topic,
+        1,
+        &[&update(5, "five")],
+    )
+    .await;
     eventually("the worker applies the record", || async {
-        let rows: Value = http
-            .get(url("/api/some_models/"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (rows.as_array()?.len() == 1).then_some(())
+        (process.rows().await.len() == 1).then_some(())
     })
     .await;
 
@@ -223,7 +195,7 @@ async fn the_password_never_shows_in_debug_logs_readiness_or_worker_status_when_
         }])
         .await;
     let ready = eventually("readiness to report the refusal", || async {
-        let response = http.get(url("/health/ready")).send().await.ok()?;
+        let response = process.ready().await;
         let status = response.status().as_u16();
         let body = response.text().await.ok()?;
         // (While tansu briefly ran without authentication, it offered no mechanism at all.)
@@ -238,24 +210,13 @@ async fn the_password_never_shows_in_debug_logs_readiness_or_worker_status_when_
         "{ready}"
     );
     let workers = eventually("the worker to report the refusal", || async {
-        let body = http
-            .get(url("/api/workers/"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let body = process.workers().await.to_string();
         let refused = "kafka: authentication failed (SASL SCRAM-SHA-512): ";
         let fix = "check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD";
         (body.contains(refused) && body.contains(fix)).then_some(body)
     })
     .await;
-    let row = http
-        .post(url("/api/some_models/5/write_to_kafka/"))
-        .send()
-        .await
-        .unwrap();
+    let row = process.write_to_kafka(5).await;
     assert_eq!(row.status(), 503);
     let row = row.text().await.unwrap();
 

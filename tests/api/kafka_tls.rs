@@ -8,9 +8,9 @@ use rowsync::config::{EndpointIdentification, KafkaSecurityProtocol, Settings};
 use serde_json::Value;
 
 use crate::{
-    helpers::eventually,
+    helpers::{drop_schema, eventually, kafka_client, produce, update, TestApp, PARTITIONS},
     process::RowsyncProcess,
-    secure_app::{drop_schema, run_to_exit, security_env, settings_for, SecureApp},
+    secure_app::{assert_round_trip, run_to_exit, security_env, settings_for},
     test_broker::{SecureBroker, TempDir},
     tls_proxy::{server_config, TestCa, Validity},
 };
@@ -33,8 +33,8 @@ async fn broker_with_cert(ca: &TestCa, names: &[&str], validity: Validity) -> Se
 async fn tls_carries_workers_write_to_kafka_and_readiness_through_the_proxy() {
     let ca = TestCa::new("tls");
     let broker = broker_with_cert(&ca, &["localhost", "127.0.0.1"], Validity::Current).await;
-    let app = SecureApp::start(tls_settings(&broker, &ca)).await;
-    app.assert_round_trip().await;
+    let app = TestApp::start(tls_settings(&broker, &ca)).await;
+    assert_round_trip(&app).await;
     let proxy = broker.tls.as_ref().unwrap();
     // The broker advertises only the proxy: beyond the bootstrap connections (the app's and the
     // test client's), partition leaders and the controller were reached through TLS too.
@@ -57,8 +57,8 @@ async fn mutual_tls_works_and_a_client_without_a_certificate_is_refused() {
     let mut settings = tls_settings(&broker, &ca);
     settings.kafka.kafka_ssl_certificate_location = Some(client.cert.clone());
     settings.kafka.kafka_ssl_key_location = Some(client.key.clone());
-    let app = SecureApp::start(settings).await;
-    app.assert_round_trip().await;
+    let app = TestApp::start(settings).await;
+    assert_round_trip(&app).await;
     app.cleanup().await;
 
     let refused_before = broker.tls.as_ref().unwrap().refused();
@@ -142,58 +142,21 @@ async fn endpoint_identification_none_accepts_another_host_name_and_warns() {
     let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     env.extend([("LOG_FORMAT", "json"), ("RUST_LOG", "info")]);
     let mut process = RowsyncProcess::start_with(&settings, &env, Some(&log_file)).await;
-    let http = reqwest::Client::new();
-    let ready: Value = http
-        .get(format!("{}/health/ready", process.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = process.ready().await.json().await.unwrap();
     assert_eq!(ready["checks"]["kafka"], "ok", "{ready}");
     assert_eq!(ready["status"], "ok", "{ready}");
     // A record published through TLS to the wrongly named broker.
-    let started = http
-        .post(format!(
-            "{}/api/some_models/start_upcreate_from_kafka/",
-            process.address
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 200);
-    let app_kafka = crate::secure_app::test_client(&settings).await;
-    let partition = app_kafka
-        .partition_client(
-            settings.topics.updates_topic.as_str(),
-            0,
-            rskafka::client::partition::UnknownTopicHandling::Retry,
-        )
-        .await
-        .unwrap();
-    partition
-        .produce(
-            vec![rskafka::record::Record {
-                key: None,
-                value: Some(crate::helpers::update(7, "seven").into_bytes()),
-                headers: Default::default(),
-                timestamp: chrono::Utc::now(),
-            }],
-            rskafka::client::partition::Compression::NoCompression,
-        )
-        .await
-        .unwrap();
+    process.start_upcreate().await;
+    let kafka = kafka_client(&settings.kafka).await;
+    produce(
+        &kafka,
+        &settings.topics.updates_topic,
+        0,
+        &[&update(7, "seven")],
+    )
+    .await;
     eventually("the worker applies the record", || async {
-        let rows: Value = http
-            .get(format!("{}/api/some_models/", process.address))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (rows.as_array()?.len() == 1).then_some(())
+        (process.rows().await.len() == 1).then_some(())
     })
     .await;
     process.signal("TERM");
@@ -218,15 +181,11 @@ async fn a_certificate_refused_after_start_up_shows_in_readiness_and_worker_stat
     let good = ca.server_cert("good", &["127.0.0.1"], Validity::Current);
     let expired = ca.server_cert("expired", &["127.0.0.1"], Validity::Expired);
     let broker = SecureBroker::tls(server_config(&good, None)).await;
-    let app = SecureApp::start(tls_settings(&broker, &ca)).await;
-    let (status, _) = app
-        .post_json("/api/some_models/start_upcreate_from_kafka/")
-        .await;
-    assert_eq!(status, 200);
+    let app = TestApp::start(tls_settings(&broker, &ca)).await;
+    app.start_upcreate().await;
     eventually("the worker to run on every partition", || async {
-        let (_, worker) = app.get_json("/api/workers/upcreate/").await;
-        (worker["partitions"].as_array()?.len() == crate::helpers::PARTITIONS as usize)
-            .then_some(())
+        let worker = app.worker("upcreate").await;
+        (worker["partitions"].as_array()?.len() == PARTITIONS as usize).then_some(())
     })
     .await;
     let proxy = broker.tls.as_ref().unwrap();
@@ -235,7 +194,9 @@ async fn a_certificate_refused_after_start_up_shows_in_readiness_and_worker_stat
     proxy.cut_connections();
 
     let ready = eventually("readiness to fail on the certificate", || async {
-        let (status, ready) = app.get_json("/health/ready").await;
+        let response = app.ready().await;
+        let status = response.status();
+        let ready: Value = response.json().await.ok()?;
         (status == 503).then_some(ready)
     })
     .await;
@@ -246,7 +207,7 @@ async fn a_certificate_refused_after_start_up_shows_in_readiness_and_worker_stat
         "{ready}"
     );
     let error = eventually("the worker to report the certificate", || async {
-        let (_, worker) = app.get_json("/api/workers/upcreate/").await;
+        let worker = app.worker("upcreate").await;
         worker["partitions"]
             .as_array()?
             .iter()
@@ -263,19 +224,17 @@ async fn a_certificate_refused_after_start_up_shows_in_readiness_and_worker_stat
     // A renewed certificate: both recover by themselves.
     proxy.set_config(server_config(&good, None));
     eventually("readiness to recover", || async {
-        let (status, _) = app.get_json("/health/ready").await;
-        (status == 200).then_some(())
+        (app.ready().await.status() == 200).then_some(())
     })
     .await;
     app.produce(
-        &app.settings.topics.updates_topic.clone(),
+        &app.settings.topics.updates_topic,
         0,
-        &[crate::helpers::update(3, "three")],
+        &[&update(3, "three")],
     )
     .await;
     eventually("the worker to apply again", || async {
-        let (_, rows) = app.get_json("/api/some_models/").await;
-        (rows.as_array()?.len() == 1).then_some(())
+        (app.rows().await.len() == 1).then_some(())
     })
     .await;
     app.cleanup().await;

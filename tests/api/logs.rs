@@ -38,35 +38,12 @@ async fn json_logs_name_the_worker_topic_and_partition_and_never_the_password() 
         Some(&logs),
     )
     .await;
-    let http = reqwest::Client::new();
-    let started = http
-        .post(format!(
-            "{}/api/some_models/start_upcreate_from_kafka",
-            process.address
-        ))
-        .bearer_auth("token-secret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 200);
+    process.with_token("token-secret").start_upcreate().await;
     observer
         .produce(&settings.topics.updates_topic, 2, &["not json"])
         .await;
     eventually("the invalid record counted", || async {
-        let status: Value = http
-            .get(format!("{}/api/workers/upcreate", process.address))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let invalid: u64 = status["partitions"]
-            .as_array()?
-            .iter()
-            .filter_map(|p| p["records_invalid"].as_u64())
-            .sum();
-        (invalid == 1).then_some(())
+        (process.worker_total("upcreate", "records_invalid").await == 1).then_some(())
     })
     .await;
     process.signal("TERM");

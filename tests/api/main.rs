@@ -1,6 +1,7 @@
 //! Integration tests: the real app, in-process on port 0, against real PostgreSQL and a real
 //! Kafka broker (see `scripts/dev-deps`). Each test has its own schema and topics.
 
+mod api_client;
 mod auth;
 mod cli;
 mod compression;
@@ -13,8 +14,10 @@ mod fault_proxy;
 mod faults;
 mod health;
 mod helpers;
+mod implied_table;
 mod kafka_sasl;
 mod kafka_tls;
+mod lifecycle;
 mod logs;
 mod metrics;
 mod migrations;

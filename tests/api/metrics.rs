@@ -2,19 +2,13 @@
 
 use serde_json::json;
 
-use crate::helpers::{eventually, spawn_app, TestApp};
+use crate::helpers::{eventually, spawn_app};
 
 /// The value of the sample whose name and labels are exactly `series`.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
-}
-
-async fn metrics(app: &TestApp) -> String {
-    let response = app.get("/metrics").await;
-    assert_eq!(response.status(), 200);
-    response.text().await.unwrap()
 }
 
 #[tokio::test]
@@ -33,12 +27,12 @@ async fn metrics_count_requests_records_batches_the_response_log_and_the_pool() 
     .await;
     app.start_upcreate().await;
     for _ in 0..3 {
-        app.get("/api/some_models/").await;
+        app.rows().await;
     }
     app.get("/api/no_such_path").await;
     let labels = format!(r#"worker="upcreate",topic="{topic}",partition="1""#);
     let text = eventually("the batch and the response log in the metrics", || async {
-        let text = metrics(&app).await;
+        let text = app.metrics().await;
         let applied = sample(&text, &format!("rowsync_records_applied_total{{{labels}}}"));
         let published = sample(&text, "rowsync_response_log_records_published_total");
         (applied == Some(2.0) && published >= Some(5.0)).then_some(text)

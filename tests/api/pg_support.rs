@@ -14,23 +14,15 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rowsync::config::Settings;
-use rskafka::client::ClientBuilder;
 use tokio::process::Command;
 
 use crate::{
-    helpers::{database_url, DEADLINE},
-    process::RowsyncProcess,
+    helpers::DEADLINE,
+    process::{command, free_port, RowsyncProcess},
 };
 
 /// PostgreSQL 15's programs (Debian's layout).
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 fn random_suffix() -> String {
     let mut rng = rand::rng();
@@ -330,27 +322,12 @@ impl Drop for TempFile {
 /// The `rowsync` binary with no inherited environment and every setting of `settings` but
 /// PostgreSQL's connection (schema and timeout aside), which `env` gives.
 fn rowsync(settings: &Settings, port: u16, env: &[(&str, &str)]) -> Command {
-    let topics = &settings.topics;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rowsync"));
+    let mut command = command(settings, port);
     command
-        .env_clear()
-        .current_dir(std::env::temp_dir())
-        .env("DB_SCHEMA", settings.database.schema())
         .env("DB_TIMEOUT_MS", settings.database.db_timeout_ms.to_string())
-        .env(
-            "KAFKA_BOOTSTRAP_SERVERS",
-            settings.kafka.bootstrap_servers().join(","),
-        )
-        .env("UPDATES_TOPIC", &topics.updates_topic)
-        .env("DELETE_TOPIC", &topics.delete_topic)
-        .env("OBJECTS_TO_KAFKA_TOPIC", &topics.objects_to_kafka_topic)
-        .env("REST_LOG_TOPIC", &topics.rest_log_topic)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     command
 }
 
@@ -385,65 +362,11 @@ pub async fn start_rowsync(settings: &Settings, env: &[(&str, &str)]) -> Rowsync
     let mut command = rowsync(settings, port, env);
     // Nobody reads them: the logs must not fill a pipe.
     command.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut process = RowsyncProcess {
-        child: command.spawn().expect("starting rowsync"),
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let live = client
-            .get(format!("{}/health/live", process.address))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if live {
-            return process;
-        }
-        if let Ok(Some(status)) = process.child.try_wait() {
-            panic!("rowsync exited ({status}) before it was live");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "rowsync did not become live"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    RowsyncProcess::spawn(command, port).await
 }
 
 /// Stops a process gracefully (bounded).
 pub async fn stop_rowsync(mut process: RowsyncProcess) {
     process.signal("TERM");
     assert_eq!(process.wait(Duration::from_secs(20)).await, Some(0));
-}
-
-/// Deletes the topics a process created, and its schema in the shared PostgreSQL.
-pub async fn cleanup_process(settings: &Settings) {
-    let topics = &settings.topics;
-    let kafka = ClientBuilder::new(settings.kafka.bootstrap_servers())
-        .build()
-        .await
-        .expect("the broker is up");
-    let controller = kafka.controller_client().expect("controller client");
-    for topic in [
-        topics.updates_topic.clone(),
-        topics.delete_topic.clone(),
-        topics.objects_to_kafka_topic.clone(),
-        topics.rest_log_topic.clone(),
-        format!("{}.dlq", topics.updates_topic),
-        format!("{}.dlq", topics.delete_topic),
-    ] {
-        let _ = controller.delete_topic(topic, 5_000).await;
-    }
-    if let Ok((db, connection)) =
-        tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await
-    {
-        tokio::spawn(connection);
-        let _ = db
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-                settings.database.schema()
-            ))
-            .await;
-    }
 }

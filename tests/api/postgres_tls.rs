@@ -123,7 +123,7 @@ async fn verify_full_connects_to_localhost_with_the_url_parameters() {
     );
     let app = TestApp::start(settings).await;
     assert_own_connections_encrypted(&app, &name, true).await;
-    let ready = app.get("/health/ready").await;
+    let ready = app.ready().await;
     assert_eq!(ready.status(), 200);
     app.cleanup().await;
 }
@@ -319,7 +319,7 @@ async fn a_client_certificate_logs_in_where_the_server_demands_one() {
     settings.database.db_sslkey = Some(key.0.clone());
 
     let app = TestApp::start(settings).await;
-    let ready = app.get("/health/ready").await;
+    let ready = app.ready().await;
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
     cluster
         .superuser()
@@ -420,7 +420,7 @@ async fn readiness_reports_an_untrusted_server_certificate_as_such() {
     settings.database.postgres_user = Some("rowsync".to_owned());
     settings.database.postgres_password = Some(SecretString::from("pw-readiness-secret"));
     let app = TestApp::start(settings).await;
-    assert_eq!(app.get("/health/ready").await.status(), 200);
+    assert_eq!(app.ready().await.status(), 200);
 
     // The server now presents a certificate from a CA rowsync does not trust.
     cluster.install_server_cert(&TestCa::new("impostor").leaf("localhost", &["127.0.0.1"]));
@@ -436,7 +436,7 @@ async fn readiness_reports_an_untrusted_server_certificate_as_such() {
             )
             .await
             .unwrap();
-        let response = app.get("/health/ready").await;
+        let response = app.ready().await;
         let status = response.status();
         let body: Value = response.json().await.ok()?;
         let postgres = body["checks"]["postgres"].as_str()?.to_owned();

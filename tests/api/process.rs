@@ -1,25 +1,68 @@
 //! The real `rowsync` binary as a child process, configured like a deployment (environment
-//! variables), for what only a process can show: signals, exit codes, kill -9.
+//! variables), for what only a process can show: signals, exit codes, kill -9. Its API is reached
+//! through the same [`ApiClient`] as an in-process app's.
 
-use std::{process::Stdio, time::Duration};
+use std::{cell::RefCell, ops::Deref, process::Stdio, time::Duration};
 
 use rowsync::config::Settings;
 use secrecy::ExposeSecret;
 use tokio::process::{Child, Command};
 
-use crate::helpers::DEADLINE;
+use crate::helpers::{eventually, ApiClient};
 
-/// A running `rowsync` process.
+/// A running `rowsync` process; derefs to the client of its API. Killed when dropped.
 pub struct RowsyncProcess {
     pub child: Child,
-    pub address: String,
+    pub api: ApiClient,
 }
 
-fn free_port() -> u16 {
+impl Deref for RowsyncProcess {
+    type Target = ApiClient;
+
+    fn deref(&self) -> &ApiClient {
+        &self.api
+    }
+}
+
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// The binary with no inherited environment (nor a `.env` file), listening on `port`, given the
+/// schema, brokers and topics of `settings`; how it reaches PostgreSQL, and its log filter, are
+/// the caller's to add. Killed when dropped.
+pub fn command(settings: &Settings, port: u16) -> Command {
+    let topics = &settings.topics;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rowsync"));
+    command
+        .env_clear()
+        .current_dir(std::env::temp_dir())
+        .env("DB_SCHEMA", settings.database.schema())
+        .env(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            settings.kafka.bootstrap_servers().join(","),
+        )
+        .env("UPDATES_TOPIC", &topics.updates_topic)
+        .env("DELETE_TOPIC", &topics.delete_topic)
+        .env("OBJECTS_TO_KAFKA_TOPIC", &topics.objects_to_kafka_topic)
+        .env("REST_LOG_TOPIC", &topics.rest_log_topic)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// `settings`' `DATABASE_URL`, which every test's settings carry.
+pub fn database_url_of(settings: &Settings) -> &str {
+    settings
+        .database
+        .database_url
+        .as_ref()
+        .expect("tests use a URL")
+        .expose_secret()
 }
 
 impl RowsyncProcess {
@@ -36,31 +79,10 @@ impl RowsyncProcess {
         logs: Option<&std::path::Path>,
     ) -> Self {
         let port = free_port();
-        let database = &settings.database;
-        let topics = &settings.topics;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rowsync"));
+        let mut command = command(settings, port);
         command
-            .env_clear()
-            .current_dir(std::env::temp_dir())
-            .env(
-                "DATABASE_URL",
-                database
-                    .database_url
-                    .as_ref()
-                    .expect("tests use a URL")
-                    .expose_secret(),
-            )
-            .env("DB_SCHEMA", database.schema())
-            .env("DB_TIMEOUT_MS", database.db_timeout_ms.to_string())
-            .env(
-                "KAFKA_BOOTSTRAP_SERVERS",
-                settings.kafka.bootstrap_servers().join(","),
-            )
-            .env("UPDATES_TOPIC", &topics.updates_topic)
-            .env("DELETE_TOPIC", &topics.delete_topic)
-            .env("OBJECTS_TO_KAFKA_TOPIC", &topics.objects_to_kafka_topic)
-            .env("REST_LOG_TOPIC", &topics.rest_log_topic)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", database_url_of(settings))
+            .env("DB_TIMEOUT_MS", settings.database.db_timeout_ms.to_string())
             .env(
                 "KAFKA_FETCH_MAX_BYTES",
                 settings.kafka.kafka_fetch_max_bytes.to_string(),
@@ -68,34 +90,30 @@ impl RowsyncProcess {
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+            );
         command.envs(extra_env.iter().copied());
         if let Some(path) = logs {
             command.stdout(std::fs::File::create(path).expect("creating the log file"));
         }
-        let child = command.spawn().expect("starting rowsync");
-        let process = Self {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        let client = reqwest::Client::new();
-        loop {
-            let live = client
-                .get(format!("{}/health/live", process.address))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if live {
-                return process;
+        Self::spawn(command, port).await
+    }
+
+    /// Spawns `command`, which listens on `port`, and waits until it is live; fails the test if
+    /// it exits first.
+    pub async fn spawn(mut command: Command, port: u16) -> Self {
+        // Borrowed by the check below between its awaits, never across one.
+        let child = RefCell::new(command.spawn().expect("starting rowsync"));
+        let api = ApiClient::on_port(port);
+        eventually("rowsync to become live", || async {
+            if let Ok(Some(status)) = child.borrow_mut().try_wait() {
+                panic!("rowsync exited ({status}) before it was live");
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "rowsync did not become live"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            api.live().await.then_some(())
+        })
+        .await;
+        Self {
+            child: child.into_inner(),
+            api,
         }
     }
 

@@ -13,7 +13,6 @@
 
 use std::{
     collections::BTreeMap,
-    future::Future,
     path::{Path, PathBuf},
     process::Stdio,
     sync::OnceLock,
@@ -22,7 +21,10 @@ use std::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::helpers::{pairs, spawn_app, TestApp, DEADLINE, PARTITIONS};
+use crate::{
+    helpers::{eventually, pairs, spawn_app, TestApp, DEADLINE, PARTITIONS},
+    implied_table::{last_upserts, rows_differ},
+};
 
 /// One record the driver produced, as the broker acknowledged it, or one it read back.
 #[derive(Debug, Clone, Deserialize)]
@@ -153,49 +155,19 @@ async fn read_back(app: &TestApp, topic: &str, count: usize) -> Vec<Produced> {
     .records
 }
 
-/// Polls `check` until it returns `Ok`; after [`DEADLINE`] fails with the last `Err`, which
-/// says what was seen (so a failure shows the worker's state and errors).
-async fn until<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(seen) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out after {DEADLINE:?} waiting for {what}; last seen: {seen}"
-            ),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
 /// The rows `records` leave when applied as upserts: per id, its last record in partition order.
-/// Each id's records must lie in one partition (the driver keys them by id), else "last" would
-/// mean nothing.
-fn expected_rows(records: &[&Produced]) -> Vec<(i64, String)> {
-    let mut last: BTreeMap<i64, (i32, i64, String)> = BTreeMap::new();
-    for record in records {
-        let value: Value =
-            serde_json::from_str(record.value.as_deref().expect("a value")).expect("a JSON value");
-        let id = value["id"].as_i64().expect("an int64 id");
-        let name = value["name"].as_str().expect("a name").to_owned();
-        let entry = last
-            .entry(id)
-            .or_insert((record.partition, record.offset, name.clone()));
-        assert_eq!(entry.0, record.partition, "id {id} spans partitions");
-        if record.offset >= entry.1 {
-            *entry = (record.partition, record.offset, name);
-        }
-    }
-    // The listing's order: highest id first.
-    last.into_iter()
-        .rev()
-        .map(|(id, (_, _, name))| (id, name))
-        .collect()
+/// Every record must be a valid upsert.
+fn expected_rows(records: &[&Produced]) -> BTreeMap<i64, String> {
+    let (rows, invalid) = last_upserts(
+        records
+            .iter()
+            .map(|r| (r.partition, r.offset, r.value.as_deref().map(str::as_bytes))),
+    );
+    assert_eq!(
+        invalid, 0,
+        "the driver produced invalid upserts: {records:?}"
+    );
+    rows
 }
 
 /// Sum of one per-partition counter of a worker's status.
@@ -242,11 +214,11 @@ async fn wait_applied(
     app: &TestApp,
     worker: &str,
     summary: &Summary,
-    expected: &[(i64, String)],
+    expected: &BTreeMap<i64, String>,
     keep: impl Fn(i64) -> bool,
     applied: u64,
 ) -> Value {
-    until(
+    eventually(
         &format!(
             "{worker}: {} rows as expected, {applied} records applied, offsets at {:?}",
             expected.len(),
@@ -254,12 +226,12 @@ async fn wait_applied(
         ),
         || async {
             let status = app.worker(worker).await;
-            let rows: Vec<(i64, String)> = pairs(&app.rows().await)
+            let rows: BTreeMap<i64, String> = pairs(&app.rows().await)
                 .into_iter()
                 .filter(|(id, _)| keep(*id))
                 .collect();
-            if rows != expected {
-                return Err(format!("{}; worker {status}", rows_differ(&rows, expected)));
+            if let Some(difference) = rows_differ(&rows, expected) {
+                return Err(format!("{difference}; worker {status}"));
             }
             let counted = total(&status, "records_applied");
             if counted != applied {
@@ -272,31 +244,6 @@ async fn wait_applied(
         },
     )
     .await
-}
-
-/// How `rows` differ from `expected`, briefly: counts and the first few rows missing, unexpected
-/// or with another name.
-fn rows_differ(rows: &[(i64, String)], expected: &[(i64, String)]) -> String {
-    let have: BTreeMap<i64, &String> = rows.iter().map(|(i, n)| (*i, n)).collect();
-    let want: BTreeMap<i64, &String> = expected.iter().map(|(i, n)| (*i, n)).collect();
-    let missing: Vec<_> = want.keys().filter(|i| !have.contains_key(i)).collect();
-    let extra: Vec<_> = have.keys().filter(|i| !want.contains_key(i)).collect();
-    let renamed: Vec<_> = want
-        .iter()
-        .filter(|(i, n)| have.get(i).is_some_and(|h| h != *n))
-        .map(|(i, n)| format!("{i}: {:?} instead of {n:?}", have[i]))
-        .collect();
-    format!(
-        "{} rows of {} expected; {} missing (ids {:?}), {} unexpected (ids {:?}), {} with another name {:?}",
-        rows.len(),
-        expected.len(),
-        missing.len(),
-        &missing[..missing.len().min(5)],
-        extra.len(),
-        &extra[..extra.len().min(5)],
-        renamed.len(),
-        &renamed[..renamed.len().min(3)]
-    )
 }
 
 /// The worker runs and reports no error, on itself or any partition.
@@ -530,7 +477,7 @@ async fn a_tombstone_on_the_updates_topic_is_dead_lettered_and_the_worker_goes_o
         matches!(letter.header("rowsync.dlq.reason"), Some(Some(reason)) if reason.contains("no value")),
         "{letter:?}"
     );
-    let worker = until(
+    let worker = eventually(
         "the tombstone counted invalid and dead-lettered",
         || async {
             let status = app.worker("upcreate").await;
@@ -590,7 +537,7 @@ async fn an_invalid_record_with_a_null_header_value_is_dead_lettered_with_that_h
         Some(&Some("1".to_owned())),
         "{letter:?}"
     );
-    let worker = until("the record counted invalid and dead-lettered", || async {
+    let worker = eventually("the record counted invalid and dead-lettered", || async {
         let status = app.worker("upcreate").await;
         if total(&status, "records_invalid") == 1 && total(&status, "records_dead_lettered") == 1 {
             Ok(status)
@@ -633,7 +580,7 @@ async fn the_delete_worker_applies_lz4_and_zstd_batches_from_librdkafka() {
     app.insert_rows(&rows).await;
 
     app.start_delete().await;
-    let expected = vec![(2, "kept too".to_owned()), (1, "kept".to_owned())];
+    let expected = BTreeMap::from([(1, "kept".to_owned()), (2, "kept too".to_owned())]);
     let worker = wait_applied(
         &app,
         "delete",

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, spawn_app, TestApp};
+use crate::helpers::{eventually, pairs, spawn_app, TestApp};
 
 async fn logged(app: &TestApp, count: usize) -> Vec<Value> {
     let topic = app.settings.topics.rest_log_topic.clone();
@@ -81,16 +81,12 @@ async fn a_burst_of_several_full_batches_is_published_whole() {
     // 2,600 responses from 16 connections: more than two of the publisher's 1,024-record
     // batches pile up while one is sent, and every record still arrives exactly once.
     let app = spawn_app().await;
-    let client = reqwest::Client::new();
-    let url = app.url("/api/some_models/");
     let connections: Vec<_> = (0..16)
         .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
+            let api = app.api.clone();
             tokio::spawn(async move {
                 for _ in 0..(2_600 / 16) + 1 {
-                    let response = client.get(&url).send().await.unwrap();
-                    assert_eq!(response.status(), 200);
-                    response.bytes().await.unwrap();
+                    api.rows().await;
                 }
             })
         })
@@ -118,9 +114,7 @@ async fn a_body_too_large_for_a_kafka_message_is_logged_as_truncated_without_dat
         )
         .await
         .unwrap();
-    let response = app.get("/api/some_models/").await;
-    assert_eq!(response.status(), 200);
-    let rows: Vec<Value> = response.json().await.unwrap();
+    let rows = app.rows().await;
     assert_eq!(rows.len(), 6000, "the client still gets the whole body");
 
     let records = logged(&app, 1).await;
@@ -140,11 +134,8 @@ async fn with_the_response_log_off_nothing_is_published_and_the_api_still_answer
     settings.topics.rest_log_enabled = false;
     let app = TestApp::start(settings).await;
     app.insert_rows(&[(5, "smth")]).await;
-    let response = app.get("/api/some_models/").await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body, json!([{"id": 5, "name": "smth"}]));
-    let response = app.post("/api/some_models/5/write_to_kafka/").await;
+    assert_eq!(pairs(&app.rows().await), [(5, "smth".to_owned())]);
+    let response = app.write_to_kafka(5).await;
     assert_eq!(response.status(), 200);
 
     let topics = app.kafka.list_topics().await.unwrap();

@@ -105,9 +105,7 @@ async fn insert_numbered_rows(app: &TestApp, count: i64) -> Vec<(i64, String)> {
 /// `write_to_kafka` for each id, 32 calls in flight at a time: (id, status, JSON body) of each.
 async fn write_to_kafka_32_at_a_time(app: &TestApp, ids: &[i64]) -> Vec<(i64, u16, Value)> {
     let calls = ids.iter().map(|&id| async move {
-        let response = app
-            .post(&format!("/api/some_models/{id}/write_to_kafka/"))
-            .await;
+        let response = app.write_to_kafka(id).await;
         let status = response.status().as_u16();
         (id, status, response.json().await.unwrap())
     });
@@ -173,7 +171,7 @@ async fn write_to_kafka_calls_made_together_each_read_their_own_row_as_last_comm
             .execute("UPDATE some_model SET name = $1 WHERE id = 7", &[&name])
             .await
             .unwrap();
-        let calls = (0..16).map(|_| app.post("/api/some_models/7/write_to_kafka/"));
+        let calls = (0..16).map(|_| app.write_to_kafka(7));
         for response in futures_util::future::join_all(calls).await {
             assert_eq!(response.status(), 200);
             let body: Value = response.json().await.unwrap();
@@ -190,7 +188,7 @@ async fn write_to_kafka_calls_made_together_each_read_their_own_row_as_last_comm
 #[tokio::test]
 async fn write_to_kafka_of_a_missing_row_is_a_json_404_and_publishes_nothing() {
     let app = spawn_app().await;
-    let response = app.post("/api/some_models/77/write_to_kafka/").await;
+    let response = app.write_to_kafka(77).await;
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "not_found");
@@ -206,9 +204,7 @@ async fn write_to_kafka_of_a_missing_row_is_a_json_404_and_publishes_nothing() {
 async fn write_to_kafka_with_an_id_that_is_not_an_int64_is_a_json_400_naming_id() {
     let app = spawn_app().await;
     for id in ["abc", "1.5", "9223372036854775808", "%20"] {
-        let response = app
-            .post(&format!("/api/some_models/{id}/write_to_kafka/"))
-            .await;
+        let response = app.write_to_kafka(id).await;
         assert_eq!(response.status(), 400, "{id}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], "bad_request", "{id}: {body}");
@@ -332,11 +328,8 @@ async fn the_listing_follows_every_committed_change_whoever_makes_it() {
     let app = spawn_app().await;
     app.insert_rows(&[(1, "a"), (2, "b")]).await;
     let listed = |app: &TestApp| {
-        let url = app.url("/api/some_models/");
-        async move {
-            let rows: Vec<Row> = reqwest::get(url).await.unwrap().json().await.unwrap();
-            pairs(&rows)
-        }
+        let api = app.api.clone();
+        async move { pairs(&api.rows().await) }
     };
     let two = vec![(2, "b".to_owned()), (1, "a".to_owned())];
     // Served twice: the second answer may come from memory.
@@ -377,18 +370,14 @@ async fn concurrent_listings_each_see_every_commit_made_before_they_were_sent() 
     // Listings arriving together share one round trip to PostgreSQL; one that arrives while a
     // round trip is out must wait for the next, or it could miss a commit made just before it.
     let app = spawn_app().await;
-    let client = reqwest::Client::new();
-    let url = app.url("/api/some_models/");
     let stop = tokio_util::sync::CancellationToken::new();
     // Background listings keep round trips in flight all along.
     let background: Vec<_> = (0..4)
         .map(|_| {
-            let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+            let (api, stop) = (app.api.clone(), stop.clone());
             tokio::spawn(async move {
                 while !stop.is_cancelled() {
-                    let response = client.get(&url).send().await.unwrap();
-                    assert!(response.status().is_success());
-                    response.bytes().await.unwrap();
+                    api.rows().await;
                 }
             })
         })
@@ -398,13 +387,7 @@ async fn concurrent_listings_each_see_every_commit_made_before_they_were_sent() 
             .execute("INSERT INTO some_model VALUES ($1, 'n')", &[&id])
             .await
             .unwrap();
-        let listings = (0..8).map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                let rows: Vec<Row> = client.get(url).send().await.unwrap().json().await.unwrap();
-                rows.len()
-            }
-        });
+        let listings = (0..8).map(|_| async { app.rows().await.len() });
         for seen in futures_util::future::join_all(listings).await {
             assert_eq!(
                 seen, id as usize,

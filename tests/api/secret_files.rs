@@ -6,11 +6,8 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::{
-    helpers::{database_url, eventually, fresh_settings, TestApp},
-    pg_support::{
-        cleanup_process, rowsync_exit, single_line, start_rowsync, stop_rowsync, PgCluster,
-        TempFile,
-    },
+    helpers::{cleanup_settings, database_url, eventually, fresh_settings, pairs, TestApp},
+    pg_support::{rowsync_exit, single_line, start_rowsync, stop_rowsync, PgCluster, TempFile},
 };
 
 /// A cluster that asks every TCP client for a SCRAM-SHA-256 password, with role `rowsync`.
@@ -35,12 +32,7 @@ async fn postgres_password_file_logs_in_and_a_wrong_one_stops_start_up_without_s
     let right = TempFile::new("pw", "right-pw-secret\n");
     let env = [&database[..], &[("POSTGRES_PASSWORD_FILE", right.path())]].concat();
     let process = start_rowsync(&settings, &env).await;
-    let http = reqwest::Client::new();
-    let ready = http
-        .get(format!("{}/health/ready", process.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = process.ready().await;
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
     cluster
         .superuser()
@@ -54,19 +46,12 @@ async fn postgres_password_file_logs_in_and_a_wrong_one_stops_start_up_without_s
         )
         .await
         .unwrap();
-    let rows: Value = eventually("the row in the listing", || async {
-        let rows: Value = http
-            .get(format!("{}/api/some_models/", process.address))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (rows.as_array()?.len() == 1).then_some(rows)
+    let rows = eventually("the row in the listing", || async {
+        let rows = pairs(&process.rows().await);
+        (rows.len() == 1).then_some(rows)
     })
     .await;
-    assert_eq!(rows, serde_json::json!([{"id": 5, "name": "smth"}]));
+    assert_eq!(rows, [(5, "smth".to_owned())]);
     // The server did ask: rowsync's connections logged in with SCRAM as `rowsync`; this
     // server offers no TLS, so the default sslmode (prefer) fell back to plaintext.
     let logged_in = cluster
@@ -93,12 +78,7 @@ async fn postgres_password_file_logs_in_and_a_wrong_one_stops_start_up_without_s
         ],
     )
     .await;
-    let ready = http
-        .get(format!("{}/health/ready", process.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(process.ready().await.status(), 200);
     stop_rowsync(process).await;
 
     let wrong = TempFile::new("pw", "wrong-pw-secret\n");
@@ -132,7 +112,7 @@ async fn postgres_password_file_logs_in_and_a_wrong_one_stops_start_up_without_s
     let line = single_line(&printed);
     assert!(line.contains("asks for a password"), "{line}");
     assert!(line.contains("POSTGRES_PASSWORD_FILE"), "{line}");
-    cleanup_process(&settings).await;
+    cleanup_settings(&settings).await;
 }
 
 #[tokio::test]
@@ -147,7 +127,7 @@ async fn readiness_reports_an_authentication_failure_as_such() {
     database.postgres_user = Some("rowsync".to_owned());
     database.postgres_password_file = Some(SecretString::from("first-pw-secret"));
     let app = TestApp::start(settings).await;
-    assert_eq!(app.get("/health/ready").await.status(), 200);
+    assert_eq!(app.ready().await.status(), 200);
 
     let admin = cluster.superuser().await;
     admin
@@ -163,7 +143,7 @@ async fn readiness_reports_an_authentication_failure_as_such() {
             )
             .await
             .unwrap();
-        let response = app.get("/health/ready").await;
+        let response = app.ready().await;
         let status = response.status();
         let body: Value = response.json().await.ok()?;
         let postgres = body["checks"]["postgres"].as_str()?.to_owned();
@@ -191,40 +171,26 @@ async fn api_token_file_guards_state_changes_with_the_trimmed_token() {
         &[("DATABASE_URL", &url), ("API_TOKEN_FILE", token.path())],
     )
     .await;
-    let http = reqwest::Client::new();
-    let start = format!(
-        "{}/api/some_models/start_upcreate_from_kafka/",
-        process.address
-    );
-    let anonymous = http.post(&start).send().await.unwrap();
+    let anonymous = process
+        .post("/api/some_models/start_upcreate_from_kafka/")
+        .await;
     assert_eq!(anonymous.status(), 401);
-    let with_newline = http
-        .post(&start)
-        .bearer_auth("token-from-file\n")
-        .send()
+    let with_newline = process
+        .with_token("token-from-file\n")
+        .try_raw(
+            "POST",
+            "/api/some_models/start_upcreate_from_kafka/",
+            &[],
+            None,
+        )
         .await;
     // reqwest refuses a header with a newline; either way it is not accepted.
     assert!(with_newline.map_or(true, |r| r.status() == 401));
-    let authorised = http
-        .post(&start)
-        .bearer_auth("token-from-file")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(authorised.status(), 200);
-    let stop = format!(
-        "{}/api/some_models/stop_upcreate_from_kafka/",
-        process.address
-    );
-    let stopped = http
-        .post(&stop)
-        .bearer_auth("token-from-file")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stopped.status(), 200);
+    let authorised = process.with_token("token-from-file");
+    authorised.start_upcreate().await;
+    authorised.stop_upcreate().await;
     stop_rowsync(process).await;
-    cleanup_process(&settings).await;
+    cleanup_settings(&settings).await;
 }
 
 #[tokio::test]

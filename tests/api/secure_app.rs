@@ -1,25 +1,17 @@
-//! The app against a broker that needs TLS or SASL: in-process ([`SecureApp`], whose own Kafka
-//! client is built from the same settings, so test records go through TLS and SASL too), and
-//! the real binary configured through its environment, run until it exits ([`run_to_exit`]) to
-//! see what a user sees when start-up fails.
+//! The app against a broker that needs TLS or SASL: in-process, a [`TestApp`] (whose own Kafka
+//! client is built from the same settings, so test records go through TLS and SASL too) put
+//! through [`assert_round_trip`]; and the real binary configured through its environment, run
+//! until it exits ([`run_to_exit`]) to see what a user sees when start-up fails.
 
-use std::{process::Stdio, sync::Arc, time::Duration};
+use std::{process::Stdio, time::Duration};
 
-use rowsync::{app::Application, config::Settings, kafka::security::client_builder};
-use rskafka::{
-    client::{
-        partition::{Compression, OffsetAt, UnknownTopicHandling},
-        Client,
-    },
-    record::Record,
-};
+use rowsync::config::Settings;
 use secrecy::ExposeSecret;
 use serde_json::Value;
-use tokio::{process::Command, sync::oneshot, task::JoinHandle};
 
 use crate::{
-    helpers::{database_url, eventually, fresh_settings, DEADLINE, PARTITIONS},
-    test_broker::free_port,
+    helpers::{drop_schema, eventually, fresh_settings, update, TestApp},
+    process::{command, database_url_of, free_port},
 };
 
 /// Fresh settings (schema, topics) for a broker at `bootstrap`.
@@ -29,182 +21,34 @@ pub fn settings_for(bootstrap: &str) -> Settings {
     settings
 }
 
-/// A Kafka client of the test's own, with the app's TLS and SASL settings.
-pub async fn test_client(settings: &Settings) -> Client {
-    client_builder(&settings.kafka)
-        .expect("valid Kafka settings")
-        .build()
-        .await
-        .expect("the test client connects")
-}
-
-/// The app running in this process against a secured broker.
-pub struct SecureApp {
-    pub address: String,
-    pub settings: Settings,
-    pub http: reqwest::Client,
-    pub kafka: Arc<Client>,
-    shutdown_tx: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl SecureApp {
-    /// Builds and serves the app on port 0; panics with the cause if it does not start.
-    pub async fn start(settings: Settings) -> Self {
-        let app = Application::build(settings.clone())
-            .await
-            .unwrap_or_else(|e| panic!("the app did not start: {e:#}"));
-        let address = format!("http://127.0.0.1:{}", app.port());
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = shutdown_rx.await;
-        }));
-        let kafka = Arc::new(test_client(&settings).await);
-        Self {
-            address,
-            settings,
-            http: reqwest::Client::new(),
-            kafka,
-            shutdown_tx: Some(shutdown_tx),
-            task: Some(task),
-        }
-    }
-
-    /// Stops the app and drops its schema (its topics go with the test's broker).
-    pub async fn cleanup(mut self) {
-        if let Some(tx) = self.shutdown_tx.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(DEADLINE, task)
-                .await
-                .expect("the app stops within the deadline")
-                .expect("the app task did not panic")
-                .expect("the app stopped cleanly");
-        }
-        drop_schema(self.settings.database.schema()).await;
-    }
-
-    pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .expect("GET sent");
-        let status = response.status().as_u16();
-        (status, response.json().await.expect("a JSON body"))
-    }
-
-    pub async fn post_json(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.address))
-            .send()
-            .await
-            .expect("POST sent");
-        let status = response.status().as_u16();
-        (status, response.json().await.expect("a JSON body"))
-    }
-
-    /// Produces `values` to one partition, through the test's own (secured) client.
-    pub async fn produce(&self, topic: &str, partition: i32, values: &[String]) {
-        let client = self
-            .kafka
-            .partition_client(topic, partition, UnknownTopicHandling::Retry)
-            .await
-            .expect("partition client");
-        let records = values
-            .iter()
-            .map(|v| Record {
-                key: None,
-                value: Some(v.as_bytes().to_vec()),
-                headers: Default::default(),
-                timestamp: chrono::Utc::now(),
-            })
-            .collect();
-        client
-            .produce(records, Compression::NoCompression)
-            .await
-            .expect("producing test records");
-    }
-
-    /// Every record value of every partition of `topic`.
-    pub async fn read_values(&self, topic: &str) -> Vec<String> {
-        let mut values = Vec::new();
-        for partition in 0..PARTITIONS {
-            let client = self
-                .kafka
-                .partition_client(topic, partition, UnknownTopicHandling::Retry)
-                .await
-                .expect("partition client");
-            let end = client
-                .get_offset(OffsetAt::Latest)
-                .await
-                .expect("latest offset");
-            let mut offset = 0;
-            while offset < end {
-                let (records, _) = client
-                    .fetch_records(offset, 1..1_000_000, 100)
-                    .await
-                    .expect("fetching records");
-                for record in records {
-                    offset = offset.max(record.offset + 1);
-                    if let Some(value) = record.record.value {
-                        values.push(String::from_utf8_lossy(&value).into_owned());
-                    }
-                }
-            }
-        }
-        values
-    }
-
-    /// The whole round trip through the secured broker: the upcreate worker applies records
-    /// produced to it, `write_to_kafka` publishes a row that the test reads back, and readiness
-    /// reports Kafka ok.
-    pub async fn assert_round_trip(&self) {
-        let (status, body) = self
-            .post_json("/api/some_models/start_upcreate_from_kafka/")
-            .await;
-        assert_eq!(status, 200, "{body}");
-        let updates = self.settings.topics.updates_topic.clone();
-        self.produce(
-            &updates,
-            1,
-            &[
-                crate::helpers::update(1, "one"),
-                crate::helpers::update(2, "two"),
-            ],
-        )
+/// The whole round trip through the secured broker: the upcreate worker applies records
+/// produced to it, `write_to_kafka` publishes a row that the test reads back, and readiness
+/// reports Kafka ok.
+pub async fn assert_round_trip(app: &TestApp) {
+    app.start_upcreate().await;
+    let updates = app.settings.topics.updates_topic.clone();
+    app.produce(&updates, 1, &[&update(1, "one"), &update(2, "two")])
         .await;
-        eventually("the worker applies both records", || async {
-            let (_, rows) = self.get_json("/api/some_models/").await;
-            (rows.as_array()?.len() == 2).then_some(())
-        })
-        .await;
-        let (status, body) = self.post_json("/api/some_models/2/write_to_kafka/").await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["name"], "two", "{body}");
-        let objects = self.settings.topics.objects_to_kafka_topic.clone();
-        let published = self.read_values(&objects).await;
-        assert_eq!(published.len(), 1, "{published:?}");
-        let published: Value = serde_json::from_str(&published[0]).unwrap();
-        assert_eq!(published["id"], 2, "{published}");
-        let (status, ready) = self.get_json("/health/ready").await;
-        assert_eq!(status, 200, "{ready}");
-        assert_eq!(ready["checks"]["kafka"], "ok", "{ready}");
-    }
-}
-
-/// Drops a test schema.
-pub async fn drop_schema(schema: &str) {
-    let (db, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL is up (run scripts/dev-deps)");
-    tokio::spawn(connection);
-    db.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .await
-        .expect("dropping the test schema");
+    eventually("the worker applies both records", || async {
+        (app.rows().await.len() == 2).then_some(())
+    })
+    .await;
+    let response = app.write_to_kafka(2).await;
+    let status = response.status();
+    let body: Value = response.json().await.expect("a JSON body");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "two", "{body}");
+    let objects = app.settings.topics.objects_to_kafka_topic.clone();
+    let published = app.read_topic(&objects).await;
+    assert_eq!(published.len(), 1, "{published:?}");
+    let published: Value =
+        serde_json::from_slice(published[0].1.record.value.as_deref().unwrap()).unwrap();
+    assert_eq!(published["id"], 2, "{published}");
+    let response = app.ready().await;
+    let status = response.status();
+    let ready: Value = response.json().await.expect("a JSON body");
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["kafka"], "ok", "{ready}");
 }
 
 /// The Kafka security settings as the binary reads them from its environment.
@@ -294,38 +138,13 @@ impl Exit {
 /// security settings too) plus `extra_env`, with the default log filter, until it exits
 /// (bounded). The schema it may have migrated is dropped.
 pub async fn run_to_exit(settings: &Settings, extra_env: &[(&str, &str)]) -> Exit {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rowsync"));
+    let mut command = command(settings, free_port());
     command
-        .env_clear()
-        .current_dir(std::env::temp_dir())
-        .env(
-            "DATABASE_URL",
-            settings
-                .database
-                .database_url
-                .as_ref()
-                .expect("tests use a URL")
-                .expose_secret(),
-        )
-        .env("DB_SCHEMA", settings.database.schema())
-        .env(
-            "KAFKA_BOOTSTRAP_SERVERS",
-            settings.kafka.bootstrap_servers().join(","),
-        )
-        .env("UPDATES_TOPIC", &settings.topics.updates_topic)
-        .env("DELETE_TOPIC", &settings.topics.delete_topic)
-        .env(
-            "OBJECTS_TO_KAFKA_TOPIC",
-            &settings.topics.objects_to_kafka_topic,
-        )
-        .env("REST_LOG_TOPIC", &settings.topics.rest_log_topic)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("DATABASE_URL", database_url_of(settings))
         .envs(security_env(settings))
         .envs(extra_env.iter().copied())
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     let child = command.spawn().expect("starting rowsync");
     let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await

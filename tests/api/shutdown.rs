@@ -2,12 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
-use serde_json::Value;
-
 use crate::{
-    fault_proxy::{Fault, FaultProxy},
-    helpers::{database_url, eventually, fresh_settings, TestApp},
+    fault_proxy::{proxy_postgres, Fault},
+    helpers::{eventually, fresh_settings, TestApp},
     process::RowsyncProcess,
 };
 
@@ -17,23 +14,9 @@ async fn graceful_shutdown_on(signal: &str) {
     let mut observer = TestApp::start(settings.clone()).await;
     observer.stop().await;
     let mut process = RowsyncProcess::start(&settings).await;
-    let http = reqwest::Client::new();
-    let started = http
-        .post(format!(
-            "{}/api/some_models/start_upcreate_from_kafka/",
-            process.address
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 200);
+    process.start_upcreate().await;
     for _ in 0..20 {
-        let response = http
-            .get(format!("{}/api/some_models/", process.address))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        process.rows().await;
     }
 
     process.signal(signal);
@@ -67,33 +50,15 @@ async fn ctrl_c_drains_the_response_log_and_exits_0() {
 
 #[tokio::test]
 async fn a_second_signal_exits_at_once() {
-    let postgres = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let mut settings = fresh_settings();
     let mut observer = TestApp::start(settings.clone()).await;
     observer.stop().await;
-    let through_proxy = database_url().replace("127.0.0.1:5432", &postgres.addr.to_string());
-    settings.database.database_url = Some(SecretString::from(through_proxy));
+    let postgres = proxy_postgres(&mut settings).await;
     let mut process = RowsyncProcess::start(&settings).await;
-    let http = reqwest::Client::new();
-    let started = http
-        .post(format!(
-            "{}/api/some_models/start_upcreate_from_kafka/",
-            process.address
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 200);
+    process.start_upcreate().await;
 
     let partitions_positioned = || async {
-        let status: Value = http
-            .get(format!("{}/api/workers/upcreate/", process.address))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let status = process.worker("upcreate").await;
         let partitions = status["partitions"].as_array()?.clone();
         Some(partitions)
     };
@@ -124,12 +89,8 @@ async fn a_second_signal_exits_at_once() {
     .await;
 
     process.signal("TERM");
-    let address = process.address.trim_start_matches("http://").to_owned();
     eventually("the listener to close", || async {
-        tokio::net::TcpStream::connect(&address)
-            .await
-            .is_err()
-            .then_some(())
+        (!process.accepts_connections().await).then_some(())
     })
     .await;
     let second = Instant::now();

@@ -1,4 +1,4 @@
-//! Soak: a million records streamed through the upsert worker while faults hit the broker and
+//! Soak: a million records streamed through the upcreate worker while faults hit the broker and
 //! PostgreSQL every few seconds; at the end the table must equal what the topic implies, and
 //! applied + invalid must equal what the topic holds. Not in the default run: `scripts/soak`.
 
@@ -16,12 +16,12 @@ use rskafka::{
     client::partition::{Compression, UnknownTopicHandling},
     record::Record,
 };
-use secrecy::SecretString;
 use serde_json::json;
 
 use crate::{
-    fault_proxy::{Fault, FaultProxy},
-    helpers::{database_url, fresh_settings, TestApp, PARTITIONS},
+    fault_proxy::{proxy_kafka, proxy_postgres, Fault, FaultProxy},
+    helpers::{eventually_within, fresh_settings, TestApp, PARTITIONS},
+    implied_table::ImpliedTable,
     test_broker::TestBroker,
 };
 
@@ -40,13 +40,11 @@ async fn a_million_records_through_random_faults_leave_the_table_exactly_as_the_
     // Spread the stream over time, so faults land all along it (40 s for a million).
     let rate = env_or("SOAK_RATE", 25_000);
     let broker = TestBroker::start().await;
-    let postgres = Arc::new(FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await);
     let mut settings = fresh_settings();
-    settings.kafka.kafka_bootstrap_servers = vec![broker.bootstrap()];
+    proxy_kafka(&mut settings, &broker);
+    let postgres = proxy_postgres(&mut settings).await;
     settings.kafka.kafka_request_timeout_ms = 2_000;
     settings.kafka.kafka_fetch_max_bytes = 1024 * 1024;
-    let through_proxy = database_url().replace("127.0.0.1:5432", &postgres.addr.to_string());
-    settings.database.database_url = Some(SecretString::from(through_proxy));
     let app = TestApp::start(settings).await;
     let topic = app.settings.topics.updates_topic.clone();
     app.start_upcreate().await;
@@ -113,7 +111,7 @@ async fn a_million_records_through_random_faults_leave_the_table_exactly_as_the_
     let faults_injected = Arc::new(AtomicU64::new(0));
     let injector = {
         let producing = Arc::clone(&producing);
-        let postgres = Arc::clone(&postgres);
+        let postgres = postgres.clone();
         let count = Arc::clone(&faults_injected);
         let broker_proxy = broker.proxy_handle();
         tokio::spawn(async move {
@@ -149,75 +147,44 @@ async fn a_million_records_through_random_faults_leave_the_table_exactly_as_the_
     let produced_in = started.elapsed();
 
     // Drain: every partition's next offset reaches its high watermark.
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
+    eventually_within(Duration::from_secs(900), "the worker to drain", || async {
         let status = app.worker("upcreate").await;
-        let partitions = status["partitions"].as_array().unwrap().clone();
+        let partitions = status["partitions"].as_array().unwrap();
         let drained = partitions.len() == PARTITIONS as usize
             && partitions
                 .iter()
                 .all(|p| p["lag"] == 0 && p["last_error"].is_null());
-        if drained {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not drained: {status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        drained
+            .then_some(())
+            .ok_or(format!("not drained: {status}"))
+    })
+    .await;
     let drained_in = started.elapsed();
 
     // What the topic implies: per id, the last valid record in its partition.
-    let in_topic = app.read_topic(&topic).await;
-    let mut expected: BTreeMap<i64, String> = BTreeMap::new();
-    let mut invalid_in_topic = 0u64;
-    let mut by_partition: BTreeMap<i32, Vec<_>> = BTreeMap::new();
-    for (partition, record) in &in_topic {
-        by_partition.entry(*partition).or_default().push(record);
-    }
-    for records in by_partition.values_mut() {
-        records.sort_by_key(|r| r.offset);
-        for record in records.iter() {
-            match rowsync::kafka::codec::decode_upsert(record.record.value.as_deref()) {
-                Ok(row) => {
-                    expected.insert(row.id, row.name);
-                }
-                Err(_) => invalid_in_topic += 1,
-            }
-        }
-    }
-    let rows = app
-        .db
-        .query("SELECT id, name FROM some_model", &[])
-        .await
-        .unwrap();
-    let table: BTreeMap<i64, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let implied = ImpliedTable::read(&app, BTreeMap::new()).await;
     let applied = app.worker_total("upcreate", "records_applied").await;
     let invalid = app.worker_total("upcreate", "records_invalid").await;
     let dead_lettered = app.worker_total("upcreate", "records_dead_lettered").await;
     println!(
         "soak: {} records in the topic ({} produced, {} produce retries), {} faults, \
          produced in {:.1?}, drained in {:.1?}; applied {applied}, invalid {invalid}, \
-         dead-lettered {dead_lettered}; {} rows",
-        in_topic.len(),
+         dead-lettered {dead_lettered}; {} rows implied",
+        implied.updates,
         records,
         produce_retries.load(Ordering::Relaxed),
         faults_injected.load(Ordering::Relaxed),
         produced_in,
         drained_in,
-        table.len()
+        implied.rows.len()
     );
     assert_eq!(
         applied + invalid,
-        in_topic.len() as u64,
+        implied.updates as u64,
         "every record applied or invalid, once"
     );
-    assert_eq!(invalid, invalid_in_topic);
-    assert_eq!(dead_lettered, invalid_in_topic);
-    assert_eq!(table.len(), expected.len());
-    let wrong: Vec<_> = expected
-        .iter()
-        .filter(|(id, name)| table.get(id) != Some(name))
-        .take(5)
-        .collect();
-    assert!(wrong.is_empty(), "rows differing from the topic: {wrong:?}");
+    assert_eq!(invalid, implied.invalid_updates);
+    assert_eq!(dead_lettered, implied.invalid_updates);
+    implied.assert_table_matches(&app).await;
     app.cleanup().await;
 }

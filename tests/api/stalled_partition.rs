@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::{
-    helpers::{eventually, fresh_settings, update, TestApp},
+    helpers::{eventually, fresh_settings, pairs, update, TestApp},
     process::RowsyncProcess,
     raw_kafka::produce_undecodable_batch,
 };
@@ -35,24 +35,13 @@ async fn an_undecodable_batch_stalls_its_partition_visibly_with_capped_backoff_u
         Some(&logs),
     )
     .await;
-    let http = reqwest::Client::new();
-    let url = |path: &str| format!("{}{path}", process.address);
-    let get = |path: String| {
-        let http = http.clone();
-        async move { http.get(path).send().await.unwrap() }
-    };
-    let started = http
-        .post(url("/api/some_models/start_upcreate_from_kafka/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 200);
+    process.start_upcreate().await;
 
     // Everything before the bad batch, and every other partition, is applied; partition 0
     // stalls at the bad batch.
     let stalled_at = Instant::now();
     let status = eventually("partition 0 stalled at the bad batch", || async {
-        let status: Value = get(url("/api/workers/upcreate/")).await.json().await.ok()?;
+        let status = process.worker("upcreate").await;
         let partition = status["partitions"]
             .as_array()?
             .iter()
@@ -62,25 +51,17 @@ async fn an_undecodable_batch_stalls_its_partition_visibly_with_capped_backoff_u
     })
     .await;
     assert_eq!(status["state"], "stalled", "{status}");
-    let rows: Value = get(url("/api/some_models/")).await.json().await.unwrap();
-    let rows = rows.as_array().unwrap();
+    let rows = pairs(&process.rows().await);
+    assert!(rows.contains(&(1, "before".to_owned())), "{rows:?}");
     assert!(
-        rows.contains(&json!({"id": 1, "name": "before"})),
+        rows.contains(&(3, "other partition".to_owned())),
         "{rows:?}"
     );
-    assert!(
-        rows.contains(&json!({"id": 3, "name": "other partition"})),
-        "{rows:?}"
-    );
-    assert!(!rows.iter().any(|r| r["id"] == 2), "{rows:?}");
+    assert!(!rows.iter().any(|(id, _)| *id == 2), "{rows:?}");
 
     // Held for a minute: a handful of attempts, never a flood.
     tokio::time::sleep(HOLD.saturating_sub(stalled_at.elapsed())).await;
-    let status: Value = get(url("/api/workers/upcreate/"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = process.worker("upcreate").await;
     let partition = status["partitions"]
         .as_array()
         .unwrap()
@@ -104,7 +85,7 @@ async fn an_undecodable_batch_stalls_its_partition_visibly_with_capped_backoff_u
 
     // Readiness names the worker and the partition (and stays 200: the API that fixes it
     // must stay reachable); the metric says stalled.
-    let ready = get(url("/health/ready")).await;
+    let ready = process.ready().await;
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.unwrap();
     let workers = ready["checks"]["workers"].as_str().unwrap();
@@ -115,46 +96,28 @@ async fn an_undecodable_batch_stalls_its_partition_visibly_with_capped_backoff_u
         "{ready}"
     );
     assert_eq!(ready["status"], "degraded", "{ready}");
-    let metrics = get(url("/metrics")).await.text().await.unwrap();
+    let metrics = process.metrics().await;
     let stalled_line = format!(
         "rowsync_partition_stalled{{worker=\"upcreate\",topic=\"{topic}\",partition=\"0\"}} 1"
     );
     assert!(metrics.contains(&stalled_line), "{metrics}");
 
     // The way out: stop, reset past the batch, start.
-    let stopped = http
-        .post(url("/api/some_models/stop_upcreate_from_kafka/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stopped.status(), 200);
-    let reset = http
-        .post(url("/api/workers/upcreate/reset_offsets/"))
-        .json(&json!({"to": {"0": bad + 1}}))
-        .send()
-        .await
-        .unwrap();
+    process.stop_upcreate().await;
+    let reset = process
+        .reset_offsets("upcreate", &json!({"to": {"0": bad + 1}}))
+        .await;
     assert_eq!(reset.status(), 200, "{}", reset.text().await.unwrap());
-    let started = http
-        .post(url("/api/some_models/start_upcreate_from_kafka/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 200);
+    process.start_upcreate().await;
     eventually("the record after the bad batch applied", || async {
-        let rows: Value = get(url("/api/some_models/")).await.json().await.ok()?;
-        rows.as_array()?
-            .contains(&json!({"id": 2, "name": "after"}))
+        pairs(&process.rows().await)
+            .contains(&(2, "after".to_owned()))
             .then_some(())
     })
     .await;
-    let status: Value = get(url("/api/workers/upcreate/"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = process.worker("upcreate").await;
     assert_eq!(status["state"], "running", "{status}");
-    let ready: Value = get(url("/health/ready")).await.json().await.unwrap();
+    let ready: Value = process.ready().await.json().await.unwrap();
     assert_eq!(ready["checks"]["workers"], "ok", "{ready}");
 
     process.signal("TERM");

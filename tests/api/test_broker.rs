@@ -14,7 +14,9 @@ use std::{
 use rustls::ServerConfig;
 use tokio::process::{Child, Command};
 
-use crate::{fault_proxy::FaultProxy, tls_proxy::TlsProxy};
+use crate::{
+    fault_proxy::FaultProxy, helpers::eventually_within, process::free_port, tls_proxy::TlsProxy,
+};
 
 /// A tansu process advertising its proxy's address, so every client goes through the proxy.
 pub struct TestBroker {
@@ -38,13 +40,6 @@ fn tansu() -> PathBuf {
         installed.display()
     );
     installed
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 impl TestBroker {
@@ -80,29 +75,36 @@ impl TestBroker {
     }
 
     async fn spawn(&mut self) {
-        let child = Command::new(tansu())
-            .arg("broker")
-            .arg("--listener-url")
-            .arg(format!("tcp://{}", self.listen))
-            .arg("--advertised-listener-url")
-            .arg(format!("tcp://{}", self.proxy.addr))
-            .arg("--storage-engine")
-            .arg("memory://tansu/")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting tansu");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(self.listen).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "tansu did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut command = Command::new(tansu());
+        command.args(["broker", "--storage-engine", "memory://tansu/"]);
+        let within = Duration::from_secs(20);
+        self.child = Some(launch(command, self.listen, self.proxy.addr, within).await);
     }
+}
+
+/// Starts the tansu `command` on `listen`, advertising `advertised`, and waits (at most `within`)
+/// until it accepts connections. Killed when dropped.
+async fn launch(
+    mut command: Command,
+    listen: SocketAddr,
+    advertised: SocketAddr,
+    within: Duration,
+) -> Child {
+    let child = command
+        .arg("--listener-url")
+        .arg(format!("tcp://{listen}"))
+        .arg("--advertised-listener-url")
+        .arg(format!("tcp://{advertised}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting tansu");
+    eventually_within(within, &format!("tansu to listen on {listen}"), || async {
+        tokio::net::TcpStream::connect(listen).await.ok().map(drop)
+    })
+    .await;
+    child
 }
 
 /// A directory of a test's own under the system's temporary directory, removed when dropped.
@@ -274,7 +276,7 @@ impl SecureBroker {
     }
 
     async fn spawn(&mut self, authentication: bool) {
-        let mut command = match &self.sasl_dir {
+        let command = match &self.sasl_dir {
             Some(dir) => {
                 let mut command = Command::new(sasl_tansu());
                 command.current_dir(dir.path()).args([
@@ -293,26 +295,8 @@ impl SecureBroker {
                 command
             }
         };
-        let child = command
-            .arg("--listener-url")
-            .arg(format!("tcp://{}", self.listen))
-            .arg("--advertised-listener-url")
-            .arg(format!("tcp://{}", self.advertised))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting tansu");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(self.listen).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "tansu did not start listening on {}",
-                self.listen
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let within = Duration::from_secs(30);
+        self.child = Some(launch(command, self.listen, self.advertised, within).await);
     }
 }
 

@@ -1,4 +1,4 @@
-//! The upsert worker: `{"id", "name"}` messages on `UPDATES_TOPIC` become rows.
+//! The upcreate worker: `{"id", "name"}` messages on `UPDATES_TOPIC` become rows.
 
 use crate::helpers::{eventually, pairs, spawn_app, update, TestApp};
 
@@ -12,7 +12,7 @@ async fn wait_for_rows(app: &TestApp, expected: &[(i64, &str)]) {
 }
 
 #[tokio::test]
-async fn the_upsert_worker_inserts_new_ids_and_renames_existing_ones() {
+async fn the_upcreate_worker_inserts_new_ids_and_renames_existing_ones() {
     let app = spawn_app().await;
     app.insert_rows(&[(1, "old"), (3, "untouched")]).await;
     let topic = app.settings.topics.updates_topic.clone();
@@ -123,7 +123,7 @@ async fn invalid_messages_are_skipped_and_counted_without_blocking_the_messages_
 }
 
 #[tokio::test]
-async fn stopping_the_upsert_worker_leaves_later_messages_unapplied_until_it_starts_again() {
+async fn stopping_the_upcreate_worker_leaves_later_messages_unapplied_until_it_starts_again() {
     let app = spawn_app().await;
     let topic = app.settings.topics.updates_topic.clone();
     app.start_upcreate().await;
@@ -289,7 +289,7 @@ async fn records_without_a_key_on_a_topic_of_several_partitions_are_applied_and_
     };
     assert_eq!(unkeyed(0), Some(3), "{worker}");
     assert_eq!(unkeyed(1), Some(0), "{worker}");
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.metrics().await;
     let line = format!(
         "rowsync_records_unkeyed_total{{worker=\"upcreate\",topic=\"{topic}\",partition=\"0\"}} 3"
     );

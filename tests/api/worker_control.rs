@@ -32,15 +32,6 @@ async fn a_started_worker_runs_again_after_a_restart_and_a_stopped_one_stays_sto
     app.cleanup().await;
 }
 
-async fn reset(app: &TestApp, worker: &str, body: Value) -> reqwest::Response {
-    app.http
-        .post(app.url(&format!("/api/workers/{worker}/reset_offsets")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn resetting_offsets_to_earliest_applies_everything_again() {
     let app = spawn_app().await;
@@ -52,7 +43,9 @@ async fn resetting_offsets_to_earliest_applies_everything_again() {
     app.stop_upcreate().await;
     app.db.execute("DELETE FROM some_model", &[]).await.unwrap();
 
-    let response = reset(&app, "upcreate", json!({"to": "earliest"})).await;
+    let response = app
+        .reset_offsets("upcreate", &json!({"to": "earliest"}))
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(
@@ -77,9 +70,13 @@ async fn resetting_offsets_to_latest_or_to_given_offsets_skips_what_lies_before(
     app.produce(&topic, 1, &[&update(3, "skipped"), &update(4, "applied")])
         .await;
 
-    let response = reset(&app, "upcreate", json!({"to": "latest"})).await;
+    let response = app
+        .reset_offsets("upcreate", &json!({"to": "latest"}))
+        .await;
     assert_eq!(response.status(), 200);
-    let response = reset(&app, "upcreate", json!({"to": {"1": 1}})).await;
+    let response = app
+        .reset_offsets("upcreate", &json!({"to": {"1": 1}}))
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["offsets"], json!([{"partition": 1, "next_offset": 1}]));
@@ -98,7 +95,9 @@ async fn resetting_offsets_to_latest_or_to_given_offsets_skips_what_lies_before(
 async fn resetting_offsets_is_refused_while_running_and_checked_for_shape() {
     let app = spawn_app().await;
     app.start_upcreate().await;
-    let response = reset(&app, "upcreate", json!({"to": "earliest"})).await;
+    let response = app
+        .reset_offsets("upcreate", &json!({"to": "earliest"}))
+        .await;
     assert_eq!(response.status(), 409);
     assert_eq!(response.json::<Value>().await.unwrap()["error"], "conflict");
 
@@ -109,22 +108,24 @@ async fn resetting_offsets_is_refused_while_running_and_checked_for_shape() {
         (json!({"to": "middle"}), "body"),
         (json!({"from": "earliest"}), "body"),
     ] {
-        let response = reset(&app, "delete", body.clone()).await;
+        let response = app.reset_offsets("delete", &body).await;
         assert_eq!(response.status(), 400, "{body}");
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer["error"], "bad_request", "{body}: {answer}");
         assert_eq!(answer["field"], field, "{body}: {answer}");
     }
-    let response = reset(&app, "nobody", json!({"to": "earliest"})).await;
+    let response = app
+        .reset_offsets("nobody", &json!({"to": "earliest"}))
+        .await;
     assert_eq!(response.status(), 404);
     let response = app
-        .http
-        .post(app.url("/api/workers/delete/reset_offsets"))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+        .raw(
+            "POST",
+            "/api/workers/delete/reset_offsets",
+            &[("content-type", "application/json")],
+            Some(b"{not json".to_vec()),
+        )
+        .await;
     assert_eq!(response.status(), 400);
     app.cleanup().await;
 }
@@ -143,7 +144,9 @@ async fn resuming_from_inside_a_record_batch_skips_nothing() {
     app.produce(&topic, 0, &[&update(3, "x"), &update(4, "x")])
         .await;
 
-    let response = reset(&app, "upcreate", json!({"to": {"0": 1}})).await;
+    let response = app
+        .reset_offsets("upcreate", &json!({"to": {"0": 1}}))
+        .await;
     assert_eq!(response.status(), 200);
     app.start_upcreate().await;
     wait_for_rows(&app, 4).await;

@@ -1,5 +1,8 @@
-//! The library's error type: each variant says which dependency failed.
-//! HTTP mapping lives in `http::error`; workers turn these into log lines and retries.
+//! The library's error type: each variant says which dependency failed; [`kafka`] says what
+//! Kafka's errors mean. HTTP mapping lives in `http::error`; workers turn these into log lines
+//! and retries.
+
+pub mod kafka;
 
 use std::time::Duration;
 
@@ -19,10 +22,10 @@ pub enum Error {
     #[error("postgres: {0}")]
     PostgresShared(String),
     /// Kafka answered with an error or the connection broke. A refused certificate or refused
-    /// credentials say so, and name the setting to look at ([`crate::kafka::security::describe`]).
+    /// credentials say so, and name the setting to look at ([`kafka::describe`]).
     /// The message already holds rskafka's whole chain of causes, so it is not a `source`
     /// (`{:#}` would repeat each cause).
-    #[error("kafka: {}", crate::kafka::security::describe(.0))]
+    #[error("kafka: {}", kafka::describe(.0))]
     Kafka(rskafka::client::error::Error),
     /// The Kafka settings do not fit together, or a file they name cannot be used: one line
     /// naming the setting.
@@ -83,4 +86,17 @@ where
         Ok(result) => result.map_err(Error::from),
         Err(_) => Err(Error::Timeout { what, after }),
     }
+}
+
+/// Display of an error and all its sources (refinery's and tokio-postgres's own Display hide
+/// the cause's message).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
