@@ -10,17 +10,14 @@
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use poem::{
-    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
-    Server,
-};
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use tokio_util::{
     sync::{CancellationToken, DropGuard},
     task::TaskTracker,
 };
 
 use crate::{
-    config::Settings,
+    config::{HttpSettings, Settings},
     db::{self, pool_metrics::PoolCollector},
     http::{
         self, auth::Guard, listener::NoDelayAcceptor, listing_cache::ListingCache,
@@ -48,6 +45,8 @@ const RESPONSE_LOG_DRAIN: Duration = Duration::from_secs(5);
 pub struct Application {
     acceptor: TcpAcceptor,
     port: u16,
+    /// Header and keep-alive timeouts, most connections.
+    http_limits: HttpSettings,
     state: Arc<AppState>,
     /// The response log's queue (for the middleware) and publisher (drained at shutdown);
     /// `None` when `REST_LOG_ENABLED=false`.
@@ -65,6 +64,12 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         db::migrate(&settings.database).await?;
         let pool = db::pool(&settings.database)?;
+        // Streamed full listings draw from a pool of their own, so that clients that stop
+        // reading cannot take the connections of the workers, `write_to_kafka` and readiness.
+        let listing_max = settings
+            .listing
+            .max_concurrent(settings.database.db_pool_size);
+        let listing_pool = db::pool_of_size(&settings.database, listing_max)?;
 
         let kafka = Kafka::connect(&settings.kafka)
             .await
@@ -172,6 +177,7 @@ impl Application {
         Ok(Self {
             acceptor,
             port,
+            http_limits: settings.http.clone(),
             state: Arc::new(AppState {
                 row_reads: db::row_reads::RowReads::spawn(
                     pool.clone(),
@@ -180,6 +186,9 @@ impl Application {
                     root.clone(),
                 ),
                 pool,
+                listing_pool,
+                listing_slots: http::listing_slots::ListingSlots::new(listing_max),
+                send_timeout: settings.listing.send_timeout(),
                 registry,
                 kafka,
                 objects,
@@ -226,10 +235,15 @@ impl Application {
             None => (None, None),
         };
         let endpoint = http::endpoint(Arc::clone(&self.state), queue);
-        Server::new_with_acceptor(NoDelayAcceptor(self.acceptor))
-            .run_with_graceful_shutdown(endpoint, shutdown, Some(REQUEST_DRAIN))
-            .await
-            .context("serving HTTP")?;
+        http::listener::serve(
+            NoDelayAcceptor(self.acceptor),
+            endpoint,
+            &self.http_limits,
+            self.state.send_timeout,
+            shutdown,
+            REQUEST_DRAIN,
+        )
+        .await;
         tracing::info!("stopped accepting requests; stopping workers");
         self.state.registry.stop_all().await;
         // Disarmed only to cancel it here, in order; the change listener and row reads end.
@@ -241,6 +255,7 @@ impl Application {
         self.tasks.close();
         self.tasks.wait().await;
         self.state.pool.close();
+        self.state.listing_pool.close();
         tracing::info!("stopped");
         Ok(())
     }

@@ -6,7 +6,8 @@
 //!   starts (its own on one `TaskTracker`, awaited at shutdown).
 //! - [`cli`], [`config`] — command line and settings (environment / `.env`), one file per group
 //!   (`database`, with libpq's TLS parameters in `database_tls`; `kafka`; `topics`, which also
-//!   names each worker's topics; `auth`); `secrets` reads the `*_FILE` variables.
+//!   names each worker's topics; `auth`; `listing`, the limits of streamed listings); `secrets`
+//!   reads the `*_FILE` variables.
 //! - [`telemetry`] — logging (text or JSON lines); [`shutdown`] — the signals that stop it;
 //!   [`allocator`] — returns mimalloc's free memory to the OS once the process is idle.
 //! - [`healthcheck`] — `rowsync healthcheck`, a dependency-free probe of `/health/live`.

@@ -2,12 +2,14 @@
 //! The old Django service's variable names keep working; parsing and error messages come from clap.
 //!
 //! One file per group: `database` (with libpq's TLS parameters in `database_tls`), `kafka`,
-//! `topics`, `auth`; `secrets` reads the `*_FILE` variables. Each type is re-exported here.
+//! `topics`, `auth`, `listing`; `secrets` reads the `*_FILE` variables. Each type is re-exported here.
 
 mod auth;
 mod database;
 mod database_tls;
+mod http;
 mod kafka;
+mod listing;
 mod secrets;
 mod topics;
 
@@ -16,10 +18,12 @@ use std::net::SocketAddr;
 pub use auth::AuthSettings;
 pub use database::{DatabaseSettings, PgSettings};
 pub use database_tls::{PgTlsSettings, SettingPath, SslMode};
+pub use http::HttpSettings;
 pub use kafka::{
     EndpointIdentification, KafkaCompression, KafkaSaslMechanism, KafkaSecurityProtocol,
     KafkaSettings,
 };
+pub use listing::ListingSettings;
 pub use secrets::parse_secret_file;
 pub use topics::TopicSettings;
 
@@ -40,6 +44,12 @@ pub struct Settings {
     pub listen_addr: SocketAddr,
     #[command(flatten)]
     pub auth: AuthSettings,
+    /// Limits of the API's connections (header and keep-alive timeouts, most connections).
+    #[command(flatten)]
+    pub http: HttpSettings,
+    /// Limits of the streamed listings (`LISTING_MAX_CONCURRENT`, `HTTP_SEND_TIMEOUT_MS`).
+    #[command(flatten)]
+    pub listing: ListingSettings,
 }
 
 /// The command line of the config tests: [`Settings`] alone, parsed as `cli` parses it (this

@@ -78,8 +78,17 @@ impl Connector {
     }
 }
 
-/// Builds the pool; connections open lazily, each bounded in time.
+/// Builds the main pool (`DB_POOL_SIZE`): the workers, `write_to_kafka`'s row reads, small
+/// listing pages and readiness draw from it. Connections open lazily, each bounded in time.
 pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
+    pool_of_size(settings, settings.db_pool_size as usize)
+}
+
+/// Builds a pool of `size` connections with `settings`. The streamed full listings get one of
+/// their own (`LISTING_MAX_CONCURRENT` connections): a listing holds its connection until the
+/// client has read the whole body, so clients that stop reading must never be able to take the
+/// connections the workers and `write_to_kafka` need.
+pub fn pool_of_size(settings: &DatabaseSettings, size: usize) -> anyhow::Result<Pool> {
     let connector = Connector::new(settings)?;
     let manager = Manager::from_config(
         connector.config,
@@ -89,7 +98,7 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
         },
     );
     Pool::builder(manager)
-        .max_size(settings.db_pool_size as usize)
+        .max_size(size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(settings.timeout()))
         .create_timeout(Some(Duration::from_secs(5)))

@@ -8,10 +8,12 @@ pub mod health_api;
 pub mod json_rows;
 pub mod listener;
 pub mod listing_cache;
+pub mod listing_slots;
 pub mod metrics_api;
 pub mod request_metrics;
 pub mod response_log;
 pub mod rows_api;
+pub mod send_timeout;
 pub mod workers_api;
 
 use std::sync::Arc;
@@ -36,7 +38,17 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What the handlers share.
 pub struct AppState {
+    /// The main pool (`DB_POOL_SIZE`): workers, row reads, small pages, readiness.
     pub pool: Pool,
+    /// The streamed full listings' own pool, `LISTING_MAX_CONCURRENT` connections: clients that
+    /// stop reading can hold these, never the main pool's.
+    pub listing_pool: Pool,
+    /// One slot per full listing streaming (as many as `listing_pool` has connections); none
+    /// free after a short bounded queue, a full listing answers 503 with `Retry-After`.
+    pub listing_slots: listing_slots::ListingSlots,
+    /// `HTTP_SEND_TIMEOUT_MS`: how long a streamed listing waits for its client to read before
+    /// it is cut and its connection freed.
+    pub send_timeout: std::time::Duration,
     /// Single-row reads; reads asked for together share one query.
     pub row_reads: RowReads,
     pub registry: Arc<WorkerRegistry>,

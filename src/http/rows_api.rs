@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use futures_util::TryStreamExt;
 use poem::web::Data;
 use poem_openapi::{
     param::{Path, Query},
@@ -12,7 +13,7 @@ use poem_openapi::{
 
 use super::{
     auth::{Access, ApiAuth},
-    error::{error_answers, unavailable_on_library_errors, ErrorBody, NotFound},
+    error::{error_answers, unavailable_on_library_errors, ErrorBody, NotFound, Unavailable},
     json_rows::JsonRows,
     ApiTags, AppState,
 };
@@ -22,6 +23,12 @@ use crate::{
     kafka::codec,
     model::Row,
 };
+
+/// Pages of at most this many rows are read whole from the main pool before they are sent;
+/// larger ones, and the full listing, stream from the listing pool.
+const SMALL_PAGE_ROWS: i64 = 1_000;
+/// `Retry-After` of a listing refused because every slot is taken.
+const RETRY_AFTER_SECS: u32 = 1;
 
 /// Answer of `GET /api/some_models/`.
 #[derive(ApiResponse)]
@@ -43,11 +50,23 @@ pub enum ListRowsError {
     /// The request declares a body over 64 KiB.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
-    /// PostgreSQL is unreachable or too slow; retry later.
+    /// PostgreSQL is unreachable or too slow, or `LISTING_MAX_CONCURRENT` listings of more
+    /// than 1,000 rows are already streaming (then with `Retry-After`); retry later.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying, when every listing slot is taken.
+        #[oai(header = "Retry-After")]
+        Option<u32>,
+    ),
 }
-error_answers!(ListRowsError: BadRequest, Unauthorized, Unavailable);
+error_answers!(ListRowsError: BadRequest, Unauthorized);
+
+impl From<Unavailable> for ListRowsError {
+    fn from(answer: Unavailable) -> Self {
+        Self::Unavailable(Json(answer.0), None)
+    }
+}
 
 /// Answer of `write_to_kafka`.
 #[derive(ApiResponse)]
@@ -122,18 +141,52 @@ impl SomeModelsApi {
         if let Some(body) = generation.and_then(|g| state.listing.get(g)) {
             return Ok(RowsResponse::Ok(JsonRows::cached(body)));
         }
+        if page.limit.is_some_and(|limit| limit <= SMALL_PAGE_ROWS) {
+            // A small page comes from the main pool, read whole before the answer starts: its
+            // connection is back in the pool at once, whether or not the client reads.
+            let rows: Vec<_> = bounded("listing rows", state.db_timeout, async {
+                let client = state.pool.get().await?;
+                rows::stream(client, page).await?.try_collect().await
+            })
+            .await?;
+            return Ok(RowsResponse::Ok(JsonRows::new(
+                futures_util::stream::iter(rows.into_iter().map(Ok)),
+                state.db_timeout,
+            )));
+        }
+        // A streamed listing holds a connection of the listing pool until its client has read
+        // it all, so at most as many stream as that pool has connections; beyond, after a short
+        // bounded queue, 503.
+        let Some(slot) = state.listing_slots.acquire().await else {
+            return Err(ListRowsError::Unavailable(
+                Json(ErrorBody {
+                    error: "unavailable".to_owned(),
+                    message: "too many listings are streaming; try again later, or page with \
+                              `limit`"
+                        .to_owned(),
+                    field: None,
+                }),
+                Some(RETRY_AFTER_SECS),
+            ));
+        };
+        // Queued while another listing filled the cache: served from it.
+        if let Some(body) = generation.and_then(|g| state.listing.get(g)) {
+            return Ok(RowsResponse::Ok(JsonRows::cached(body)));
+        }
         let rows = bounded("listing rows", state.db_timeout, async {
-            let client = state.pool.get().await?;
+            let client = state.listing_pool.get().await?;
             rows::stream(client, page).await
         })
         .await?;
-        let permit = generation.and_then(|_| state.listing.try_fill());
-        Ok(RowsResponse::Ok(match (generation, permit) {
-            (Some(generation), Some(permit)) => {
-                JsonRows::caching(rows, state.db_timeout, permit, generation)
-            }
-            _ => JsonRows::new(rows, state.db_timeout),
-        }))
+        let capture =
+            generation.and_then(|generation| Some((state.listing.try_fill()?, generation)));
+        Ok(RowsResponse::Ok(JsonRows::watched(
+            rows,
+            state.db_timeout,
+            capture,
+            state.send_timeout,
+            slot,
+        )))
     }
 
     /// Publish one row to Kafka

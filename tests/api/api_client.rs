@@ -226,3 +226,42 @@ impl ApiClient {
         self.send("POST", &path, Some(body)).await
     }
 }
+
+/// A client that asks for a response and then reads nothing: `GET path` sent over a raw TCP
+/// connection to the app on `port`, the socket kept unread until the test reads it.
+pub async fn unread_request(port: u16, path: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connecting to the app");
+    socket
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .expect("sending the request");
+    socket
+}
+
+/// Reads `socket` until the server ends it (EOF or reset), `enough` says what was read will do,
+/// or `within` has passed; what was read and whether the server ended it.
+pub async fn read_until_closed(
+    socket: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+    enough: impl Fn(&[u8]) -> bool,
+) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buffer)).await {
+            Err(_) => return (received, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (received, true),
+            Ok(Ok(n)) => {
+                received.extend_from_slice(&buffer[..n]);
+                if enough(&received) {
+                    return (received, false);
+                }
+            }
+        }
+    }
+}

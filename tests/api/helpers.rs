@@ -7,7 +7,10 @@ use std::{fmt::Display, future::Future, ops::Deref, sync::Arc, time::Duration};
 use rand::Rng;
 use rowsync::{
     app::Application,
-    config::{AuthSettings, DatabaseSettings, KafkaSettings, Settings, TopicSettings},
+    config::{
+        AuthSettings, DatabaseSettings, HttpSettings, KafkaSettings, ListingSettings, Settings,
+        TopicSettings,
+    },
     kafka::security::client_builder,
     model::Row,
 };
@@ -116,6 +119,8 @@ pub fn fresh_settings() -> Settings {
         },
         listen_addr: "127.0.0.1:0".parse().expect("a valid address"),
         auth: AuthSettings::default(),
+        http: HttpSettings::default(),
+        listing: ListingSettings::default(),
     }
 }
 

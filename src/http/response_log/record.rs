@@ -1,5 +1,5 @@
 //! What a response becomes in the response log: one JSON record,
-//! `{"url", "request_method", "status", "data"[, "truncated"]}`, built once its body is known and
+//! `{"url", "request_method", "status", "data"[, "truncated"][, "cut"]}`, built once its body is known and
 //! handed to the queue (`kafka::response_log`).
 
 use std::sync::Arc;
@@ -14,8 +14,11 @@ pub const MAX_DATA_BYTES: usize = 900 * 1024;
 pub(super) enum Captured<'a> {
     /// All of it.
     Whole(&'a [u8]),
-    /// Not all of it: it was too large, or the transfer broke off.
+    /// Not all of it: it was too large (the body was still sent whole).
     Truncated,
+    /// Not all of it: the body was cut before its end (an error mid-stream, a client that
+    /// stopped reading for `HTTP_SEND_TIMEOUT_MS`, or went away); the record says `"cut": true`.
+    Cut,
 }
 
 /// A response whose record waits for its body.
@@ -31,10 +34,13 @@ pub(super) struct PendingRecord {
 impl PendingRecord {
     /// Builds the record from what was seen of the body and queues it.
     pub(super) fn queue(self, body: Captured<'_>) {
-        let (data, truncated) = match body {
-            Captured::Whole(bytes) if self.is_json && is_json_value(bytes) => (Some(bytes), false),
-            Captured::Whole(_) => (None, false),
-            Captured::Truncated => (None, self.is_json),
+        let (data, truncated, cut) = match body {
+            Captured::Whole(bytes) if self.is_json && is_json_value(bytes) => {
+                (Some(bytes), false, false)
+            }
+            Captured::Whole(_) => (None, false, false),
+            Captured::Truncated => (None, self.is_json, false),
+            Captured::Cut => (None, self.is_json, true),
         };
         self.log.enqueue(encode_record(
             &self.url,
@@ -42,18 +48,20 @@ impl PendingRecord {
             self.status,
             data,
             truncated,
+            cut,
         ));
     }
 }
 
-/// One response-log record, `{"url", "request_method", "status", "data"[, "truncated"]}`, as
-/// JSON. `data` is copied in as it is: it must be one JSON value.
+/// One response-log record, `{"url", "request_method", "status", "data"[, "truncated"][,
+/// "cut"]}`, as JSON. `data` is copied in as it is: it must be one JSON value.
 fn encode_record(
     url: &str,
     method: &str,
     status: u16,
     data: Option<&[u8]>,
     truncated: bool,
+    cut: bool,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(96 + url.len() + data.map_or(0, <[u8]>::len));
     // Writing a string into a Vec cannot fail.
@@ -67,6 +75,9 @@ fn encode_record(
     out.extend_from_slice(data.unwrap_or(b"null"));
     if truncated {
         out.extend_from_slice(b",\"truncated\":true");
+    }
+    if cut {
+        out.extend_from_slice(b",\"cut\":true");
     }
     out.push(b'}');
     out
@@ -94,6 +105,7 @@ mod tests {
             200,
             Some(br#"[{"id":5,"name":"smth"}]"#),
             false,
+            false,
         );
         let value: serde_json::Value = serde_json::from_slice(&record).unwrap();
         assert_eq!(
@@ -101,12 +113,19 @@ mod tests {
             serde_json::json!({"url": "/api/some_models/\"x\"", "request_method": "GET",
                 "status": 200, "data": [{"id": 5, "name": "smth"}]})
         );
-        let truncated = encode_record("/api/x", "POST", 404, None, true);
+        let truncated = encode_record("/api/x", "POST", 404, None, true, false);
         let value: serde_json::Value = serde_json::from_slice(&truncated).unwrap();
         assert_eq!(
             value,
             serde_json::json!({"url": "/api/x", "request_method": "POST", "status": 404,
                 "data": null, "truncated": true})
+        );
+        let cut = encode_record("/api/some_models/", "GET", 200, None, true, true);
+        let value: serde_json::Value = serde_json::from_slice(&cut).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"url": "/api/some_models/", "request_method": "GET",
+                "status": 200, "data": null, "truncated": true, "cut": true})
         );
     }
 

@@ -71,7 +71,14 @@ impl http_body::Body for Tee {
                     pending.queue(captured);
                 }
             }
-            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+            Poll::Ready(Some(Err(_))) => {
+                // The body broke off (cut for a client that stopped reading, or a failure):
+                // hyper aborts the response, so the record is queued now.
+                if let Some(pending) = this.pending.take() {
+                    pending.queue(Captured::Cut);
+                }
+            }
+            Poll::Pending => {}
         }
         polled
     }
@@ -92,8 +99,10 @@ impl Drop for Tee {
             // off or the client went away before its end.
             if self.inner.is_end_stream() && !self.overflowed {
                 pending.queue(Captured::Whole(&self.captured));
-            } else {
+            } else if self.inner.is_end_stream() {
                 pending.queue(Captured::Truncated);
+            } else {
+                pending.queue(Captured::Cut);
             }
         }
     }
