@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::{io::BufStream, sync::Mutex};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::backoff::ErrorOrThrottle;
 use crate::client::metadata_cache::MetadataCacheGeneration;

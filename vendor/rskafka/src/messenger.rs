@@ -171,7 +171,7 @@ pub enum RequestError {
 
     // rowsync patch: `#[source]`, so the cause (a TLS alert, say) stays reachable.
     #[error("Connection is poisoned: {0}")]
-    Poisoned(#[source] Arc<RequestError>),
+    Poisoned(#[source] Arc<Self>),
 }
 
 #[derive(Error, Debug)]
