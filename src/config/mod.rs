@@ -10,6 +10,7 @@ mod database_tls;
 mod http;
 mod kafka;
 mod listing;
+pub mod pem;
 mod secrets;
 mod topics;
 

@@ -21,7 +21,7 @@ use rustls::{
         verify_server_cert_signed_by_trust_anchor, verify_server_name,
     },
     crypto::WebPkiSupportedAlgorithms,
-    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
+    pki_types::{CertificateDer, ServerName, UnixTime},
     server::ParsedCertificate,
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -32,7 +32,7 @@ use tokio_postgres::{
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use super::errors::{describe, describe_pool_error, HandshakeError};
-use crate::config::{PgTlsSettings, SettingPath, SslMode};
+use crate::config::{pem, PgTlsSettings, SslMode};
 
 /// The TLS stream of a PostgreSQL connection.
 pub type PgTlsStream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
@@ -71,7 +71,7 @@ impl MakePgTls {
         let (roots, roots_text) = match (&settings.root_cert, settings.mode) {
             (_, SslMode::Disable) => (None, "none".to_owned()),
             (Some(file), _) => (
-                Some(Arc::new(load_roots(file)?)),
+                Some(Arc::new(pem::roots(&file.path, file.setting)?)),
                 format!("{} ({})", file.setting, file.path.display()),
             ),
             (None, SslMode::VerifyCa | SslMode::VerifyFull) => (
@@ -95,7 +95,10 @@ impl MakePgTls {
         let mut config = match (settings.mode, &settings.client_cert, &settings.client_key) {
             (SslMode::Disable, _, _) | (_, None, None) => builder.with_no_client_auth(),
             (_, Some(cert), Some(key)) => builder
-                .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+                .with_client_auth_cert(
+                    pem::certificates(&cert.path, cert.setting)?,
+                    pem::private_key(&key.path, key.setting)?,
+                )
                 .map_err(|e| match e {
                     rustls::Error::InconsistentKeys(_) => format!(
                         "{} and {} do not belong together: the key is not the certificate's",
@@ -229,62 +232,4 @@ impl ServerCertVerifier for Verifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
-}
-
-fn read(file: &SettingPath) -> Result<Vec<u8>, String> {
-    std::fs::read(&file.path)
-        .map_err(|e| format!("{}: cannot read {}: {e}", file.setting, file.path.display()))
-}
-
-/// Every certificate of a PEM file (at least one).
-fn load_certs(file: &SettingPath) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read(file)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            format!(
-                "{}: {} is not a PEM certificate file: {e}",
-                file.setting,
-                file.path.display()
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{}: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            file.setting,
-            file.path.display()
-        ));
-    }
-    Ok(certs)
-}
-
-fn load_roots(file: &SettingPath) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    for cert in load_certs(file)? {
-        roots.add(cert).map_err(|e| {
-            format!(
-                "{}: a certificate in {} cannot serve as a root: {e}",
-                file.setting,
-                file.path.display()
-            )
-        })?;
-    }
-    Ok(roots)
-}
-
-/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1). Errors never show the key.
-fn load_key(file: &SettingPath) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = read(file)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => format!(
-            "{}: {} holds no PEM private key (-----BEGIN PRIVATE KEY-----)",
-            file.setting,
-            file.path.display()
-        ),
-        _ => format!(
-            "{}: {} is not a PEM private key file",
-            file.setting,
-            file.path.display()
-        ),
-    })
 }

@@ -42,22 +42,6 @@ impl JsonRows {
         Self::encode(rows, stall_timeout, None)
     }
 
-    /// Like [`new`](Self::new), also keeping the whole body in the listing cache once it has
-    /// been sent, if it fits and the table is still at `generation`.
-    pub fn caching(
-        rows: impl Stream<Item = Result<tokio_postgres::Row, Error>> + Send + 'static,
-        stall_timeout: Duration,
-        permit: FillPermit,
-        generation: u64,
-    ) -> Self {
-        let capture = Capture {
-            permit,
-            generation,
-            body: Vec::new(),
-        };
-        Self::encode(rows, stall_timeout, Some(capture))
-    }
-
     /// A body already encoded (from the cache).
     pub fn cached(body: Bytes) -> Self {
         Self(Body::from_bytes(body))

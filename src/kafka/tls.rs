@@ -3,37 +3,25 @@
 //! host-name checks (`KAFKA_SSL_ENDPOINT_IDENTIFICATION`). Whether TLS is used at all is
 //! [`security`](super::security)'s.
 
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
 use rustls::{
     client::{
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
         WebPkiServerVerifier,
     },
-    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
+    pki_types::{CertificateDer, ServerName, UnixTime},
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-use crate::config::{EndpointIdentification, KafkaSettings};
+use crate::config::{pem, EndpointIdentification, KafkaSettings};
 
 /// rustls's client configuration: the trusted roots (`KAFKA_SSL_CA_LOCATION`, else Mozilla's,
 /// compiled in so a `FROM scratch` image needs no CA bundle), the client certificate when set,
 /// host-name checks unless `KAFKA_SSL_ENDPOINT_IDENTIFICATION=none`. Ring is the only provider.
 pub(super) fn client_config(settings: &KafkaSettings) -> Result<ClientConfig, String> {
     let roots = match &settings.kafka_ssl_ca_location {
-        Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for certificate in certificates(path, "KAFKA_SSL_CA_LOCATION")? {
-                roots.add(certificate).map_err(|e| {
-                    format!(
-                        "KAFKA_SSL_CA_LOCATION: {} holds a certificate that cannot be a trusted \
-                         root: {e}",
-                        path.display()
-                    )
-                })?;
-            }
-            roots
-        }
+        Some(path) => pem::roots(path, "KAFKA_SSL_CA_LOCATION")?,
         None => RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -59,8 +47,8 @@ pub(super) fn client_config(settings: &KafkaSettings) -> Result<ClientConfig, St
         &settings.kafka_ssl_key_location,
     ) {
         (Some(certificate), Some(key)) => {
-            let chain = certificates(certificate, "KAFKA_SSL_CERTIFICATE_LOCATION")?;
-            let key = private_key(key)?;
+            let chain = pem::certificates(certificate, "KAFKA_SSL_CERTIFICATE_LOCATION")?;
+            let key = pem::private_key(key, "KAFKA_SSL_KEY_LOCATION")?;
             builder.with_client_auth_cert(chain, key).map_err(|e| {
                 format!(
                     "KAFKA_SSL_KEY_LOCATION does not fit KAFKA_SSL_CERTIFICATE_LOCATION \
@@ -70,40 +58,6 @@ pub(super) fn client_config(settings: &KafkaSettings) -> Result<ClientConfig, St
         }
         _ => Ok(builder.with_no_client_auth()),
     }
-}
-
-/// Every certificate in the PEM file `path`, or a line naming `setting` and the file.
-fn certificates(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read(path, setting)?;
-    let certificates = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{setting}: {} is not valid PEM: {e}", path.display()))?;
-    if certificates.is_empty() {
-        return Err(format!(
-            "{setting}: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            path.display()
-        ));
-    }
-    Ok(certificates)
-}
-
-/// The private key in the PEM file `path` (`KAFKA_SSL_KEY_LOCATION`).
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let setting = "KAFKA_SSL_KEY_LOCATION";
-    let pem = read(path, setting)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => format!(
-            "{setting}: {} holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1; \
-             encrypted keys are not supported)",
-            path.display()
-        ),
-        e => format!("{setting}: {} is not valid PEM: {e}", path.display()),
-    })
-}
-
-/// The contents of a file a setting names; an error names both, never the contents.
-fn read(path: &Path, setting: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{setting}: cannot read {}: {e}", path.display()))
 }
 
 /// `KAFKA_SSL_ENDPOINT_IDENTIFICATION=none`: the chain, dates and signatures are checked as

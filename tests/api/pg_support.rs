@@ -16,8 +16,11 @@ use rcgen::{
 use rowsync::config::Settings;
 use tokio::process::Command;
 
+use serde_json::Value;
+
 use crate::{
-    helpers::DEADLINE,
+    api_client::ApiClient,
+    helpers::{eventually, DEADLINE},
     process::{command, free_port, RowsyncProcess},
 };
 
@@ -260,6 +263,28 @@ impl PgCluster {
         self.try_superuser()
             .await
             .unwrap_or_else(|| panic!("connecting as the superuser:\n{}", self.log()))
+    }
+
+    /// Waits until `app`'s readiness answers 503 with a PostgreSQL check containing `cause`,
+    /// dropping role `rowsync`'s sessions meanwhile (logged-in connections would go on working;
+    /// the pool must reconnect to meet the change); returns the readiness body.
+    pub async fn readiness_fails_with(&self, app: &ApiClient, cause: &str) -> Value {
+        let admin = self.superuser().await;
+        eventually(&format!("readiness to fail with {cause:?}"), || async {
+            admin
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'rowsync'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let response = app.ready().await;
+            let status = response.status();
+            let body: Value = response.json().await.ok()?;
+            let postgres = body["checks"]["postgres"].as_str()?.to_owned();
+            (status == 503 && postgres.contains(cause)).then_some(body)
+        })
+        .await
     }
 
     /// Creates a login role that may create rowsync's schema in database `postgres`.

@@ -8,7 +8,6 @@ use rowsync::{
     config::{Settings, SslMode},
 };
 use secrecy::SecretString;
-use serde_json::Value;
 
 use crate::{
     helpers::{database_url, eventually, fresh_settings, TestApp},
@@ -425,24 +424,7 @@ async fn readiness_reports_an_untrusted_server_certificate_as_such() {
     // The server now presents a certificate from a CA rowsync does not trust.
     cluster.install_server_cert(&TestCa::new("impostor").leaf("localhost", &["127.0.0.1"]));
     cluster.reload().await;
-    let body: Value = eventually("readiness to fail on the certificate", || async {
-        // Existing connections would go on working: drop them, so the pool reconnects.
-        cluster
-            .superuser()
-            .await
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'rowsync'",
-                &[],
-            )
-            .await
-            .unwrap();
-        let response = app.ready().await;
-        let status = response.status();
-        let body: Value = response.json().await.ok()?;
-        let postgres = body["checks"]["postgres"].as_str()?.to_owned();
-        (status == 503 && postgres.contains("not trusted")).then_some(body)
-    })
-    .await;
+    let body = cluster.readiness_fails_with(&app, "not trusted").await;
     let postgres = body["checks"]["postgres"].as_str().unwrap();
     assert_eq!(body["status"], "unavailable", "{body}");
     assert!(

@@ -3,7 +3,6 @@
 //! asks for one: the shared PostgreSQL trusts 127.0.0.1, so these tests start their own.
 
 use secrecy::SecretString;
-use serde_json::Value;
 
 use crate::{
     helpers::{cleanup_settings, database_url, eventually, fresh_settings, pairs, TestApp},
@@ -134,22 +133,9 @@ async fn readiness_reports_an_authentication_failure_as_such() {
         .batch_execute("ALTER ROLE rowsync PASSWORD 'second-pw-secret'")
         .await
         .unwrap();
-    let body: Value = eventually("readiness to fail on authentication", || async {
-        // Logged-in connections would go on working: drop them, so the pool reconnects.
-        admin
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'rowsync'",
-                &[],
-            )
-            .await
-            .unwrap();
-        let response = app.ready().await;
-        let status = response.status();
-        let body: Value = response.json().await.ok()?;
-        let postgres = body["checks"]["postgres"].as_str()?.to_owned();
-        (status == 503 && postgres.contains("authentication failed")).then_some(body)
-    })
-    .await;
+    let body = cluster
+        .readiness_fails_with(&app, "authentication failed")
+        .await;
     let postgres = body["checks"]["postgres"].as_str().unwrap();
     assert_eq!(body["status"], "unavailable", "{body}");
     assert!(postgres.contains("POSTGRES_PASSWORD_FILE"), "{postgres}");
