@@ -12,6 +12,7 @@ use crate::{
 };
 
 pub mod consumer;
+pub mod consumer_group;
 pub mod controller;
 pub mod error;
 pub(crate) mod metadata_cache;
