@@ -384,6 +384,28 @@ impl BrokerConnector {
         }
     }
 
+    /// rowsync patch: returns a new connection to the broker with the provided id at `host:port`, an
+    /// address it was not necessarily given in metadata (a group coordinator named by
+    /// `FindCoordinator`, say).
+    ///
+    /// TLS, SASL and the SOCKS5 proxy apply as for every other connection.
+    pub async fn connect_at(
+        &self,
+        broker_id: i32,
+        host: &str,
+        port: i32,
+    ) -> Result<BrokerConnection> {
+        BrokerRepresentation::Topology(Broker::new(broker_id, host.to_owned(), port))
+            .connect(
+                Arc::clone(&self.client_id),
+                self.tls_config.clone(),
+                self.socks5_proxy.clone(),
+                self.sasl_config.clone(),
+                self.max_message_size,
+            )
+            .await
+    }
+
     /// Either the topology or the bootstrap brokers to be used as a connection
     fn brokers(&self) -> Vec<BrokerRepresentation> {
         if self.topology.is_empty() {

@@ -377,6 +377,17 @@ where
             .await
     }
 
+    /// rowsync patch: the version of `R` that [`request`](Self::request) sends: the highest that both the broker
+    /// and rskafka support, or `None` if there is none.
+    pub fn version_for<R>(&self) -> Option<ApiVersion>
+    where
+        R: RequestBody,
+    {
+        self.version_ranges
+            .get(&R::API_KEY)
+            .and_then(|range_server| match_versions(*range_server, R::API_VERSION_RANGE))
+    }
+
     async fn request_with_version_ranges<R>(
         &self,
         msg: R,
@@ -1196,6 +1207,35 @@ mod tests {
         // sync versions
         let err = messenger.sync_versions().await.unwrap_err();
         assert_matches!(err, SyncVersionsError::NoWorkingVersion);
+    }
+
+    /// rowsync patch: the version a request is sent in, known before it is sent.
+    #[tokio::test]
+    async fn test_version_for() {
+        use crate::protocol::messages::{
+            HeartbeatRequest, JoinGroupRequest, OffsetCommitRequest, SyncGroupRequest,
+        };
+
+        let (_sim, rx) = MessageSimulator::new();
+        let mut messenger = Messenger::new(rx, 1_000, Arc::from(DEFAULT_CLIENT_ID));
+        let range = |min, max| ApiVersionRange::new(ApiVersion(Int16(min)), ApiVersion(Int16(max)));
+        messenger.set_version_ranges(HashMap::from([
+            (ApiKey::JoinGroup, range(2, 9)),
+            (ApiKey::Heartbeat, range(0, 1)),
+            (ApiKey::OffsetCommit, range(0, 1)),
+        ]));
+        assert_eq!(
+            messenger.version_for::<JoinGroupRequest>(),
+            Some(ApiVersion(Int16(5)))
+        );
+        assert_eq!(
+            messenger.version_for::<HeartbeatRequest>(),
+            Some(ApiVersion(Int16(1)))
+        );
+        // rskafka sends versions 2 and later only
+        assert_eq!(messenger.version_for::<OffsetCommitRequest>(), None);
+        // unknown to the broker
+        assert_eq!(messenger.version_for::<SyncGroupRequest>(), None);
     }
 
     #[tokio::test]

@@ -13,6 +13,9 @@ pub enum RequestContext {
     /// Error is specific to a partition (indexed via topic name and partition ID).
     Partition(String, i32),
 
+    /// rowsync patch: error is specific to a consumer group (indexed via group ID).
+    Group(String),
+
     /// Error is specific to a fetch request.
     #[non_exhaustive]
     Fetch {

@@ -25,6 +25,14 @@ impl Display for Broker {
     }
 }
 
+impl Broker {
+    /// rowsync patch: a broker known by its id and address from elsewhere than a metadata response (a `FindCoordinator`
+    /// response, say).
+    pub fn new(id: i32, host: String, port: i32) -> Self {
+        Self { id, host, port }
+    }
+}
+
 impl<'a> From<&'a MetadataResponseBroker> for Broker {
     fn from(b: &'a MetadataResponseBroker) -> Self {
         Self {

@@ -481,7 +481,7 @@ where
 /// Represents a raw sequence of bytes.
 ///
 /// First the length N is given as an INT32. Then N bytes follow.
-#[derive(Debug, Eq, PartialEq)]
+#[derive(Debug, Clone, Eq, PartialEq)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct Bytes(pub Vec<u8>);
 impl<R> ReadType<R> for Bytes

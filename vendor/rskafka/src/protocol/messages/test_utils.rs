@@ -42,3 +42,44 @@ macro_rules! test_roundtrip_versioned {
 }
 
 pub(crate) use test_roundtrip_versioned;
+
+/// Like [`test_roundtrip_versioned`], but stricter: for every version `v` that `orig` can be
+/// written in, reading it back must give exactly `$normalise(orig, v)` (the value with fields the
+/// version lacks cleared and fields it has but `orig` left out set to their defaults), and
+/// writing that again must give the same bytes.
+macro_rules! test_roundtrip_versioned_normalised {
+    ($t:ty, $min:expr_2021, $max:expr_2021, $normalise:expr_2021, $name:ident) => {
+        #[allow(unused_imports)]
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig{fork: false, ..Default::default()})]
+            #[test]
+            fn $name(orig: $t) {
+                #[allow(unused_imports)]
+                use std::io::Cursor;
+
+                for v in ($min.0.0)..=($max.0.0) {
+                    let v = ApiVersion(Int16(v));
+
+                    let mut written = Vec::<u8>::new();
+                    if orig.write_versioned(&mut written, v).is_err() {
+                        // a field set that this version cannot carry
+                        continue;
+                    }
+                    let mut cursor = Cursor::new(written.clone());
+                    let restored = <$t>::read_versioned(&mut cursor, v).unwrap();
+                    assert_eq!(cursor.position(), written.len() as u64, "version {v}");
+                    let normalise: fn($t, ApiVersion) -> $t = $normalise;
+                    assert_eq!(restored, normalise(orig.clone(), v), "version {v}");
+
+                    let mut rewritten = Vec::<u8>::new();
+                    restored.write_versioned(&mut rewritten, v).unwrap();
+                    assert_eq!(rewritten, written, "version {v}");
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use test_roundtrip_versioned_normalised;
