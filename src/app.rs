@@ -1,8 +1,8 @@
 //! Assembles the service: migrate, connect, create topics, start the response log, bind the
 //! listener, resume the workers; then serve until a shutdown signal and stop everything in order.
 //!
-//! The application owns every task it starts: its own background tasks (change listener, shared
-//! row reads, response-log publisher) run on one `TaskTracker`, awaited at shutdown after the root
+//! The application owns every task it starts: its own background tasks (change listener, the
+//! workers' desired-state follower, shared row reads, response-log publisher) run on one `TaskTracker`, awaited at shutdown after the root
 //! `CancellationToken` is cancelled; the worker registry owns the workers, each producer its
 //! per-partition tasks. A build that fails part way, or an application dropped unrun, cancels
 //! the root token, so it leaves nothing running.
@@ -62,6 +62,13 @@ pub struct Application {
 impl Application {
     /// Migrates the database, connects to Kafka, creates missing topics and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings
+            .group
+            .check(
+                settings.database.timeout(),
+                Duration::from_millis(settings.kafka.kafka_fetch_max_wait_ms as u64),
+            )
+            .map_err(anyhow::Error::msg)?;
         db::migrate(&settings.database).await?;
         let pool = db::pool(&settings.database)?;
         // Streamed full listings draw from a pool of their own, so that clients that stop
@@ -71,7 +78,7 @@ impl Application {
             .max_concurrent(settings.database.db_pool_size);
         let listing_pool = db::pool_of_size(&settings.database, listing_max)?;
 
-        let kafka = Kafka::connect(&settings.kafka)
+        let kafka = Kafka::connect_as(&settings.kafka, &settings.group.replica_id)
             .await
             .context("connecting to Kafka")?;
         let topics = &settings.topics;
@@ -136,7 +143,8 @@ impl Application {
         let root = CancellationToken::new();
         // Armed from here on: should the build fail (or be dropped), what it started stops.
         let root_guard = root.clone().drop_guard();
-        let table_version = db::changes::listen(&settings.database, root.clone(), &tasks)?;
+        let (table_version, worker_changes) =
+            db::changes::listen(&settings.database, root.clone(), &tasks)?;
         let registry = Arc::new(WorkerRegistry::new(
             WorkerDeps {
                 pool: pool.clone(),
@@ -154,6 +162,7 @@ impl Application {
                 fetch_max_wait_ms: settings.kafka.kafka_fetch_max_wait_ms,
                 batch_metrics,
                 db_timeout: settings.database.timeout(),
+                group: settings.group.clone(),
             },
             root.clone(),
         ));
@@ -173,6 +182,10 @@ impl Application {
             .context("the listener has no TCP address")?;
         // Last, once the port is ours: a failed bind must leave no worker running.
         registry.restore().await.context("resuming workers")?;
+        // From then on, every replica follows the start and stop any replica stores.
+        let following = Arc::clone(&registry);
+        let cancel = root.clone();
+        tasks.spawn(async move { following.follow(worker_changes, cancel).await });
 
         Ok(Self {
             acceptor,

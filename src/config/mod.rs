@@ -2,11 +2,12 @@
 //! The old Django service's variable names keep working; parsing and error messages come from clap.
 //!
 //! One file per group: `database` (with libpq's TLS parameters in `database_tls`), `kafka`,
-//! `topics`, `auth`, `listing`; `secrets` reads the `*_FILE` variables. Each type is re-exported here.
+//! `topics`, `group` (consumer groups), `auth`, `listing`; `secrets` reads the `*_FILE` variables. Each type is re-exported here.
 
 mod auth;
 mod database;
 mod database_tls;
+mod group;
 mod http;
 mod kafka;
 mod listing;
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 pub use auth::AuthSettings;
 pub use database::{DatabaseSettings, PgSettings};
 pub use database_tls::{PgTlsSettings, SettingPath, SslMode};
+pub use group::GroupSettings;
 pub use http::HttpSettings;
 pub use kafka::{
     EndpointIdentification, KafkaCompression, KafkaSaslMechanism, KafkaSecurityProtocol,
@@ -40,6 +42,9 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     #[command(flatten)]
     pub topics: TopicSettings,
+    /// How replicas share partitions through Kafka's consumer groups.
+    #[command(flatten)]
+    pub group: GroupSettings,
     /// Address the REST API listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
     pub listen_addr: SocketAddr,

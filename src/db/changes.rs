@@ -1,7 +1,9 @@
-//! Change notifications for table `some_model`: a statement trigger (migration V4) notifies
-//! channel `rowsync_some_model` at every commit that changed it, and one dedicated connection
-//! listens. Each notification bumps a generation, so a reader can tell whether what it cached
-//! is still current. While the listener is down, nothing counts as current.
+//! Change notifications: statement triggers notify channel `rowsync_some_model` at every commit
+//! that changed table `some_model` (migration V4) and `rowsync_workers` at every change to the
+//! workers' desired state (V6), and one dedicated connection listens to both. Each table change
+//! bumps a generation, so a reader can tell whether what it cached is still current (while the
+//! listener is down, nothing counts as current); each desired-state change, and each time the
+//! listener (re)connects, bumps [`WorkerChanges`], which the worker registry follows.
 //!
 //! Its two tasks (the listener and the round trips of [`TableVersion::synced`]) run on the
 //! caller's `TaskTracker` and end when the caller's token is cancelled: the application owns them.
@@ -15,15 +17,21 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{AsyncMessage, Client};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{tls, Connector};
 use crate::config::DatabaseSettings;
 
-/// The channel the trigger notifies.
+/// The channel the trigger on `some_model` notifies.
 pub const CHANNEL: &str = "rowsync_some_model";
+/// The channel the trigger on `worker_desired_state` notifies.
+pub const WORKERS_CHANNEL: &str = "rowsync_workers";
+
+/// Bumped at each change to the workers' desired state in this schema (whichever replica made
+/// it), and whenever the listener connects (changes may have been missed meanwhile).
+pub type WorkerChanges = tokio::sync::watch::Receiver<u64>;
 
 /// A caller of [`TableVersion::synced`] waiting for the next round trip.
 type SyncWaiter = oneshot::Sender<Option<u64>>;
@@ -92,8 +100,14 @@ pub fn listen(
     settings: &DatabaseSettings,
     cancel: CancellationToken,
     tasks: &TaskTracker,
-) -> anyhow::Result<Arc<TableVersion>> {
+) -> anyhow::Result<(Arc<TableVersion>, WorkerChanges)> {
     let connector = Connector::new(settings)?;
+    let (workers, worker_changes) = watch::channel(0);
+    let listener = Listener {
+        connector,
+        schema: settings.schema().to_owned(),
+        workers,
+    };
     let (waiters, queued) = mpsc::unbounded_channel();
     let version = Arc::new(TableVersion {
         waiters: Some(waiters),
@@ -106,16 +120,24 @@ pub fn listen(
         settings.timeout(),
     )));
     tasks.spawn(listen_until_cancelled(
-        connector,
+        listener,
         Arc::clone(&version),
         cancel,
     ));
-    Ok(version)
+    Ok((version, worker_changes))
+}
+
+/// What the listening connection needs.
+struct Listener {
+    connector: Connector,
+    /// Desired-state notifications of other schemas (other deployments) are ignored.
+    schema: String,
+    workers: watch::Sender<u64>,
 }
 
 /// Keeps a listening connection, reconnecting with backoff, until `cancel` fires.
 async fn listen_until_cancelled(
-    connector: Connector,
+    listener: Listener,
     version: Arc<TableVersion>,
     cancel: CancellationToken,
 ) {
@@ -123,7 +145,7 @@ async fn listen_until_cancelled(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            outcome = listen_once(&connector, &version) => {
+            outcome = listen_once(&listener, &version) => {
                 version.client.lock().unwrap_or_else(|e| e.into_inner()).take();
                 version.set_listening(false);
                 match outcome {
@@ -161,13 +183,14 @@ async fn sync_rounds(
 
 /// One connection's life: LISTEN, then count notifications until the connection ends.
 async fn listen_once(
-    connector: &Connector,
+    listener: &Listener,
     version: &TableVersion,
 ) -> Result<(), tokio_postgres::Error> {
+    let connector = &listener.connector;
     let (client, mut connection) = connector.config.connect(connector.tls.clone()).await?;
     let client = Arc::new(client);
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx)).boxed();
-    let statement = format!("LISTEN {CHANNEL}");
+    let statement = format!("LISTEN {CHANNEL}; LISTEN {WORKERS_CHANNEL}");
     {
         let listen = client.batch_execute(&statement);
         // The connection must be polled for LISTEN to complete.
@@ -186,10 +209,15 @@ async fn listen_once(
     // Whatever changed before LISTEN took effect is covered by this bump.
     *version.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&client));
     version.set_listening(true);
-    tracing::debug!("listening for changes to some_model");
+    listener.workers.send_modify(|n| *n += 1);
+    tracing::debug!("listening for changes to some_model and to the workers' desired state");
     while let Some(message) = messages.next().await {
-        if let AsyncMessage::Notification(_) = message? {
-            version.changed();
+        if let AsyncMessage::Notification(notification) = message? {
+            if notification.channel() != WORKERS_CHANNEL {
+                version.changed();
+            } else if notification.payload() == listener.schema {
+                listener.workers.send_modify(|n| *n += 1);
+            }
         }
     }
     version

@@ -49,6 +49,11 @@ pub enum Error {
         topic: String,
         partition: i32,
     },
+    /// This replica is no longer a member of the worker's consumer group (no heartbeat was
+    /// accepted within the session timeout, or it was fenced): the batch was rolled back, as its
+    /// partition may belong to another replica by now.
+    #[error("not a member of consumer group {group} any more; the batch was rolled back")]
+    MembershipLost { group: String },
     /// PostgreSQL refused a record of a batch (a constraint, a data exception); the batch is
     /// applied again with the refused records isolated.
     #[error("PostgreSQL refused a record: {0}")]

@@ -221,19 +221,22 @@ worker_control_operations! {
     ///
     /// Starts consuming `UPDATES_TOPIC` (default `updates`). Each message `{"id": 5, "name": "smth"}`
     /// renames the row with that id, or inserts it. Consumption resumes after the last applied
-    /// message. Starting a running worker changes nothing.
+    /// message. Every replica starts it (within a second) and they share the topic's partitions
+    /// through the worker's consumer group; the answer comes once this replica has started it.
+    /// Starting a running worker changes nothing.
     start_upcreate(Upcreate, Start) "post" "/some_models/start_upcreate_from_kafka/" "start_upcreate_from_kafka";
 
     /// Stop the upcreate worker
     ///
-    /// Answers once the worker has finished its current batch and stopped. Stopping a stopped
-    /// worker changes nothing.
+    /// Answers once the worker has finished its current batch and stopped on this replica;
+    /// every other replica stops it within a second. Stopping a stopped worker changes nothing.
     stop_upcreate(Upcreate, Stop) "post" "/some_models/stop_upcreate_from_kafka/" "stop_upcreate_from_kafka";
 
     /// Start the delete worker
     ///
     /// Starts consuming `DELETE_TOPIC` (default `deletions`). Each message `{"id": 1}` deletes
-    /// the row with that id; a missing row is not an error. Starting a running worker changes nothing.
+    /// the row with that id; a missing row is not an error. Every replica starts it, sharing the
+    /// partitions as the upcreate worker does. Starting a running worker changes nothing.
     start_delete(Delete, Start) "delete" "/some_models/start_delete_from_kafka/" "start_delete_from_kafka";
 
     /// Start the delete worker (POST)
@@ -243,8 +246,8 @@ worker_control_operations! {
 
     /// Stop the delete worker
     ///
-    /// Answers once the worker has finished its current batch and stopped. Stopping a stopped
-    /// worker changes nothing.
+    /// Answers once the worker has finished its current batch and stopped on this replica;
+    /// every other replica stops it within a second. Stopping a stopped worker changes nothing.
     stop_delete(Delete, Stop) "post" "/some_models/stop_delete_from_kafka/" "stop_delete_from_kafka";
 }
 
@@ -283,8 +286,10 @@ pub struct WorkersApi;
 impl WorkersApi {
     /// List workers
     ///
-    /// Every worker's state and, per partition, its next offset, the high watermark, the lag,
-    /// and how many records it applied or skipped as invalid since the service started.
+    /// Every worker's state on this replica, its consumer group (this replica's member id,
+    /// generation and partitions) and, per partition of its topic, the replica that owns it,
+    /// its next offset, the high watermark, the lag, and how many records this replica applied
+    /// or skipped as invalid since it started.
     #[oai(path = "/workers/", method = "get", operation_id = "list_workers")]
     async fn list(
         &self,

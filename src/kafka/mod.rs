@@ -14,6 +14,7 @@ use std::{sync::Arc, time::Duration};
 
 use rskafka::{
     client::{
+        consumer_group::ConsumerGroupClient,
         error::{Error as KafkaError, ProtocolError},
         partition::{OffsetAt, PartitionClient, UnknownTopicHandling},
         Client,
@@ -42,10 +43,16 @@ impl Kafka {
     /// Every connection the client opens later (partition leaders, the controller) uses the
     /// same TLS and SASL settings.
     pub async fn connect(settings: &KafkaSettings) -> Result<Self> {
+        Self::connect_as(settings, "rowsync").await
+    }
+
+    /// [`connect`](Self::connect) with `client_id` as Kafka's client id (the replica's name,
+    /// which Kafka's tools show beside each group member).
+    pub async fn connect_as(settings: &KafkaSettings, client_id: &str) -> Result<Self> {
         let timeout = settings.request_timeout();
         let builder = security::client_builder(settings).map_err(Error::KafkaSettings)?;
         security::log_choices(settings);
-        let builder = builder.client_id("rowsync").backoff_config(BackoffConfig {
+        let builder = builder.client_id(client_id).backoff_config(BackoffConfig {
             init_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
             base: 2.0,
@@ -144,6 +151,16 @@ impl Kafka {
         )
         .await?;
         Ok(high_watermark)
+    }
+
+    /// A connection of its own to `group`'s coordinator (each call opens one).
+    pub async fn group_client(&self, group: &str) -> Result<ConsumerGroupClient> {
+        bounded(
+            "finding the group coordinator",
+            self.timeout,
+            self.client.consumer_group_client(group),
+        )
+        .await
     }
 
     /// A client for one partition, connected to its leader.

@@ -95,8 +95,8 @@ impl Commit<'_> {
         let invalid = batch.invalid().len() + outcome.rejected;
         let valid = batch.valid() - outcome.rejected;
         let unkeyed = self.context.count_unkeyed(partition, records);
+        self.context.positioned(partition, next);
         self.context.stats.update(partition, |p| {
-            p.next_offset = Some(next);
             p.records_applied += valid as u64;
             p.records_invalid += invalid as u64;
             p.records_dead_lettered += outcome.dead_lettered as u64;
@@ -134,14 +134,13 @@ impl Commit<'_> {
             if !offsets::advance(&tx, worker, topic, partition, expected, to, None).await? {
                 return Err(self.conflict());
             }
+            self.context.check_lease()?;
             tx.commit().await?;
             Ok(())
         })
         .await?;
         tracing::debug!(to, "moved past batches with nothing to apply");
-        self.context
-            .stats
-            .update(partition, |p| p.next_offset = Some(to));
+        self.context.positioned(partition, to);
         Ok(())
     }
 
@@ -196,6 +195,7 @@ impl Commit<'_> {
                 .dead_letters
                 .send(worker, topic, partition, &letters)
                 .await?;
+            self.context.check_lease()?;
             tx.commit().await?;
             Ok(Outcome {
                 rejected: refused.len(),

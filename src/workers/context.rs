@@ -18,9 +18,13 @@ use rskafka::{
 };
 
 use super::{
-    dead_letter::DeadLetterQueue, kind::WorkerKind, metrics::BatchMetrics, stats::WorkerStats,
+    dead_letter::DeadLetterQueue,
+    kind::WorkerKind,
+    lease::{Lease, Positions},
+    metrics::BatchMetrics,
+    stats::WorkerStats,
 };
-use crate::{error::Error, kafka::Kafka};
+use crate::{config::GroupSettings, error::Error, kafka::Kafka};
 
 /// What every worker needs: where to read, where to write.
 #[derive(Clone)]
@@ -41,10 +45,27 @@ pub struct WorkerDeps {
     pub batch_metrics: BatchMetrics,
     /// Bound on any single PostgreSQL operation.
     pub db_timeout: Duration,
+    /// The consumer groups' names and timeouts.
+    pub group: GroupSettings,
+}
+
+/// A worker's consumer group: its id, this replica's name in it, and Kafka's timeouts.
+#[derive(Debug, Clone)]
+pub struct GroupContext {
+    /// `KAFKA_GROUP_ID_PREFIX` + `-` + the worker's name.
+    pub id: String,
+    /// `REPLICA_ID`.
+    pub replica_id: String,
+    /// `KAFKA_STATIC_MEMBERSHIP`: join with `replica_id` as `group.instance.id`.
+    pub static_membership: bool,
+    pub session_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    pub rebalance_timeout: Duration,
+    pub metadata_max_age: Duration,
 }
 
 /// What one run of one worker's loops share; built by [`WorkerContext::new`], then read-only
-/// but for the two flags at the end.
+/// but for the flags, the lease and the positions at the end.
 pub struct WorkerContext {
     pub(super) kind: WorkerKind,
     pub(super) topic: String,
@@ -69,6 +90,12 @@ pub struct WorkerContext {
     pub(super) topic_partitions: AtomicUsize,
     /// Whether this run of the worker has warned about records without a key (once per run).
     unkeyed_warned: AtomicBool,
+    /// The worker's consumer group.
+    pub(super) group: GroupContext,
+    /// Until when this replica may apply: batches commit only within it.
+    pub(super) lease: Lease,
+    /// PostgreSQL's next offsets, which the membership mirrors to Kafka.
+    pub(super) positions: Positions,
 }
 
 impl WorkerContext {
@@ -88,6 +115,17 @@ impl WorkerContext {
             db_timeout: deps.db_timeout,
             topic_partitions: AtomicUsize::new(0),
             unkeyed_warned: AtomicBool::new(false),
+            group: GroupContext {
+                id: deps.group.group_id(kind.name()),
+                replica_id: deps.group.replica_id.clone(),
+                static_membership: deps.group.kafka_static_membership,
+                session_timeout: deps.group.session_timeout(),
+                heartbeat_interval: deps.group.heartbeat_interval(),
+                rebalance_timeout: deps.group.rebalance_timeout(),
+                metadata_max_age: deps.group.metadata_max_age(),
+            },
+            lease: Lease::default(),
+            positions: Positions::default(),
         }
     }
 
@@ -122,6 +160,24 @@ impl WorkerContext {
             );
         }
         unkeyed
+    }
+
+    /// Records PostgreSQL's next offset of `partition` after a commit (and in the status).
+    pub(super) fn positioned(&self, partition: i32, next: i64) {
+        self.positions.set(partition, next);
+        self.stats.update(partition, |p| p.next_offset = Some(next));
+    }
+
+    /// Fails unless this replica may still apply (its group lease holds): checked right
+    /// before each commit, so a replica paused past its session never commits a batch.
+    pub(super) fn check_lease(&self) -> Result<(), Error> {
+        if self.lease.valid() {
+            Ok(())
+        } else {
+            Err(Error::MembershipLost {
+                group: self.group.id.clone(),
+            })
+        }
     }
 }
 

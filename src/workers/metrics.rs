@@ -18,7 +18,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::stats::{PartitionStatus, WorkerState, WorkerStats, WorkerStatus};
+use super::stats::{GroupStatus, PartitionStatus, WorkerState, WorkerStats, WorkerStatus};
 
 /// Labels of one worker's partition.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -145,7 +145,17 @@ const GAUGES: [Read<i64>; 3] = [
 
 impl Collector for WorkersCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let statuses: Vec<_> = self.workers.iter().map(|stats| stats.status()).collect();
+        // Only the partitions this replica consumes now: every replica exports the partitions
+        // it owns, so summing over replicas counts each once.
+        let statuses: Vec<_> = self
+            .workers
+            .iter()
+            .map(|stats| {
+                let mut status = stats.status();
+                status.partitions = stats.local_partitions();
+                status
+            })
+            .collect();
 
         let mut family = encoder.encode_descriptor(
             "worker_running",
@@ -162,6 +172,7 @@ impl Collector for WorkersCollector {
                 .encode(family.encode_family(&[("worker", status.name.as_str())])?)?;
         }
 
+        encode_group(&mut encoder, &statuses)?;
         for (name, help, read) in COUNTERS {
             encode_per_partition(
                 &mut encoder,
@@ -184,6 +195,57 @@ impl Collector for WorkersCollector {
         }
         Ok(())
     }
+}
+
+/// Each worker's consumer-group membership: rebalances, time spent in them, partitions held.
+fn encode_group(
+    encoder: &mut DescriptorEncoder,
+    statuses: &[WorkerStatus],
+) -> Result<(), std::fmt::Error> {
+    type GroupRead = (
+        &'static str,
+        &'static str,
+        MetricType,
+        fn(&GroupStatus) -> f64,
+    );
+    const GROUP: [GroupRead; 3] = [
+        (
+            "group_rebalances",
+            "Consumer-group rebalances this replica took part in",
+            MetricType::Counter,
+            |g| g.rebalances as f64,
+        ),
+        (
+            "group_rebalance_seconds",
+            "Time this replica spent rebalancing (applying nothing), in seconds",
+            MetricType::Counter,
+            |g| g.rebalancing_seconds,
+        ),
+        (
+            "group_assigned_partitions",
+            "Partitions the consumer group assigned to this replica",
+            MetricType::Gauge,
+            |g| g.assigned_partitions.len() as f64,
+        ),
+    ];
+    for (name, help, metric_type, read) in GROUP {
+        let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+        for status in statuses {
+            let Some(group) = &status.group else { continue };
+            let labels = [
+                ("worker", status.name.as_str()),
+                ("group", group.group_id.as_str()),
+            ];
+            let value = read(group);
+            match metric_type {
+                MetricType::Counter => {
+                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?
+                }
+                _ => ConstGauge::new(value).encode(family.encode_family(&labels)?)?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One metric family with a value per worker and partition.

@@ -3,13 +3,17 @@
 //!
 //! - [`registry`]: starts and stops workers, stores their wishes and offsets in PostgreSQL, and
 //!   plans an offset reset (asking the broker).
-//! - [`supervisor`]: one per running worker; finds the topic's partitions and owns one loop per
-//!   partition, each started and stopped on its own.
+//! - [`supervisor`]: one per running worker; keeps it a member of its consumer group and owns
+//!   one loop per partition the group assigns it.
+//! - `membership`: joining, syncing and leaving the group; `assignor`: how the leader splits
+//!   the partitions; `generation`: heartbeats, the offset mirror and the topic watch of one
+//!   generation.
 //! - `partition` ([`PartitionConsumer`]): a partition's step and the loop that repeats it.
 //! - `commit`: a batch's transaction (offset, rows, dead letters), retries and counters.
 //! - `resume`: where a partition resumes (stored offsets, fingerprints, recreated topics).
 //! - `fetch`: reading a partition (fetch sizes, the batch fetched ahead, covering fetches).
-//! - [`context`]: what a worker's loops share, built from the registry's [`WorkerDeps`].
+//! - [`context`]: what a worker's loops share, built from the registry's [`WorkerDeps`];
+//!   `lease`: the group lease every commit checks and the positions mirrored to Kafka.
 //! - [`metrics`]: what the workers export to Prometheus (batch histograms, counters, state).
 //! - [`failures`], [`stats`]: how a loop backs off and logs, what a worker reports.
 //! - `kind`: which `Change` each [`WorkerKind`] applies (the kinds and their names are `model`'s).
@@ -19,6 +23,7 @@
 //! - `change`: the `Change` trait, all that differs between kinds; [`dead_letter`]: where records
 //!   that cannot be applied go.
 
+mod assignor;
 mod batch;
 mod change;
 mod commit;
@@ -27,7 +32,10 @@ pub mod dead_letter;
 mod delete;
 pub mod failures;
 mod fetch;
+mod generation;
 mod kind;
+mod lease;
+mod membership;
 pub mod metrics;
 mod partition;
 pub mod registry;

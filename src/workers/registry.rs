@@ -1,9 +1,17 @@
 //! The worker registry ([`WorkerRegistry`]): starts and stops each worker's supervisor task,
 //! stores each worker's wish to run and its offsets in PostgreSQL (resetting them where an
-//! operator asks, [`OffsetTarget`]), and keeps its counters.
+//! operator asks, [`OffsetTarget`]), follows the wishes other replicas store
+//! ([`WorkerRegistry::follow`]: one start/stop for the whole cluster), and keeps its counters.
 //! What a running worker does is the [`Supervisor`]'s.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 use rskafka::client::partition::OffsetAt;
 use tokio::{sync::Mutex, task::JoinHandle};
@@ -17,9 +25,12 @@ use super::{
     supervisor::{Supervisor, STOP_DEADLINE},
 };
 use crate::{
-    db,
+    db::{self, changes::WorkerChanges},
     error::{bounded, Error, Result},
 };
+
+/// How often every replica re-reads the desired state, should a notification be missed.
+pub const DESIRED_STATE_POLL: Duration = Duration::from_secs(5);
 
 /// Where [`WorkerRegistry::reset_offsets`] moves a stopped worker's next offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +61,8 @@ pub struct WorkerRegistry {
     stats: HashMap<WorkerKind, Arc<WorkerStats>>,
     /// Parent of every worker's token: cancelled at shutdown.
     root: CancellationToken,
+    /// Set by [`stop_all`](Self::stop_all): nothing starts any more (shutdown).
+    closed: AtomicBool,
 }
 
 impl WorkerRegistry {
@@ -64,6 +77,7 @@ impl WorkerRegistry {
             running: Mutex::new(HashMap::new()),
             stats,
             root,
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -116,9 +130,64 @@ impl WorkerRegistry {
         Ok(())
     }
 
-    /// Stops every worker (at shutdown) without changing their stored wishes.
+    /// Follows the desired state stored in PostgreSQL, whichever replica stored it: at each
+    /// notification and every [`DESIRED_STATE_POLL`], starts the workers that should run here
+    /// and stops those that should not. Returns when `cancel` fires.
+    pub async fn follow(&self, mut changes: WorkerChanges, cancel: CancellationToken) {
+        let mut poll = tokio::time::interval(DESIRED_STATE_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut logged_at = None::<Instant>;
+        let mut notified = true;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = changes.changed(), if notified => notified = changed.is_ok(),
+                _ = poll.tick() => {}
+            }
+            if let Err(error) = self.reconcile().await {
+                if logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(error = %error, "cannot read the workers' desired state; retrying");
+                    logged_at = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Starts and stops workers here to match the desired state in PostgreSQL.
+    async fn reconcile(&self) -> Result<()> {
+        let client = self.deps.pool.get().await?;
+        let wanted = bounded(
+            "reading workers' desired state",
+            self.deps.db_timeout,
+            db::workers::desired_running(&client),
+        )
+        .await?;
+        drop(client);
+        let mut running = self.running.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        for kind in WorkerKind::ALL {
+            let want = wanted.iter().any(|name| name == kind.name());
+            if want && !running.contains_key(&kind) {
+                running.insert(kind, self.spawn(kind));
+                tracing::info!(worker = %kind, "worker started: its desired state is running");
+            } else if !want {
+                if let Some(worker) = running.remove(&kind) {
+                    tracing::info!(worker = %kind, "stopping the worker: its desired state is stopped");
+                    stop_worker(kind, worker).await;
+                    self.stats[&kind].set_state(WorkerState::Stopped);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every worker (at shutdown) without changing their stored wishes; none starts
+    /// again afterwards.
     pub async fn stop_all(&self) {
         let mut running = self.running.lock().await;
+        self.closed.store(true, Ordering::Release);
         for (kind, worker) in running.drain() {
             stop_worker(kind, worker).await;
             self.stats[&kind].set_state(WorkerState::Stopped);
@@ -138,6 +207,18 @@ impl WorkerRegistry {
     ) -> Result<Vec<(i32, i64)>> {
         let running = self.running.lock().await;
         if running.get(&kind).is_some_and(|w| !w.task.is_finished()) {
+            return Err(Error::WorkerRunning(kind.name()));
+        }
+        // Running on another replica: its desired state says so.
+        let client = self.deps.pool.get().await?;
+        let wanted = bounded(
+            "reading workers' desired state",
+            self.deps.db_timeout,
+            db::workers::desired_running(&client),
+        )
+        .await?;
+        drop(client);
+        if wanted.iter().any(|name| name == kind.name()) {
             return Err(Error::WorkerRunning(kind.name()));
         }
         let topic = &self.deps.topics[&kind];

@@ -74,9 +74,7 @@ impl Position {
             },
             Some(stored) => stored.next,
         };
-        context
-            .stats
-            .update(partition, |p| p.next_offset = Some(position.next));
+        context.positioned(partition, position.next);
         Ok(position)
     }
 

@@ -39,13 +39,65 @@ pub struct WorkerStatus {
     pub since: DateTime<Utc>,
     /// One entry per partition it has consumed since the service started.
     pub partitions: Vec<PartitionStatus>,
-    /// What keeps the worker from consuming at all (its topic's partitions cannot be listed),
+    /// What keeps the worker from consuming at all (it cannot join its consumer group),
     /// while that lasts; partition failures show in their partition.
     #[oai(skip_serializing_if_is_none)]
     pub last_error: Option<String>,
     /// When `last_error` last happened.
     #[oai(skip_serializing_if_is_none)]
     pub last_error_at: Option<DateTime<Utc>>,
+    /// This replica in the worker's consumer group, once it has joined.
+    #[oai(skip_serializing_if_is_none)]
+    pub group: Option<GroupStatus>,
+}
+
+/// A replica's membership of a worker's consumer group (Kafka's group coordinator assigns the
+/// partitions; `kafka-consumer-groups.sh --describe --group <group_id>` shows the same group).
+#[derive(Debug, Clone, Object)]
+pub struct GroupStatus {
+    /// The consumer group: `KAFKA_GROUP_ID_PREFIX` + `-` + the worker's name.
+    pub group_id: String,
+    /// This replica's name (`REPLICA_ID`).
+    pub replica_id: String,
+    /// This replica's member id in the group, while it is a member.
+    #[oai(skip_serializing_if_is_none)]
+    pub member_id: Option<String>,
+    /// The group's generation this replica last joined (each rebalance starts a new one).
+    #[oai(skip_serializing_if_is_none)]
+    pub generation: Option<i32>,
+    /// Whether this replica led the last rebalance (it computed everyone's assignment).
+    pub leader: bool,
+    /// `joining` while a rebalance is under way (nothing is applied), `stable` while consuming
+    /// its assignment.
+    pub phase: GroupPhase,
+    /// The partitions assigned to this replica.
+    pub assigned_partitions: Vec<i32>,
+    /// Rebalances this replica has taken part in since it started.
+    pub rebalances: u64,
+    /// Time spent rebalancing (not applying), in seconds, since it started.
+    pub rebalancing_seconds: f64,
+}
+
+/// Where a replica is in its group's cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum GroupPhase {
+    /// Joining (or rejoining) the group: nothing is applied meanwhile.
+    Joining,
+    /// Consuming the partitions the group assigned.
+    Stable,
+}
+
+/// What this replica knows of a partition another replica owns, from the group's assignment
+/// and the offsets the owner mirrors to Kafka.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterPartition {
+    /// The owning replica.
+    pub owner: Option<String>,
+    /// The next offset the owner committed to Kafka (its mirror of PostgreSQL's).
+    pub committed: Option<i64>,
+    /// The partition's high watermark when last read.
+    pub high_watermark: Option<i64>,
 }
 
 /// What a worker knows about one partition of its topic. Fields not known yet (and the error
@@ -86,6 +138,10 @@ pub struct PartitionStatus {
     /// Offset of a record batch that cannot be decoded (a codec rowsync lacks, a corrupt
     /// batch), while the partition is stalled on it. `reset_offsets` past it is the way out.
     pub stalled_at_offset: Option<i64>,
+    /// The replica that owns the partition in the worker's consumer group (`REPLICA_ID`). For a
+    /// partition another replica owns, `next_offset` is what it committed to Kafka, and the
+    /// counters are this replica's from when it owned it.
+    pub owner: Option<String>,
 }
 
 /// Live counters of one worker; shared by its loops and the API.
@@ -100,8 +156,12 @@ struct Inner {
     state: WorkerState,
     since: DateTime<Utc>,
     partitions: BTreeMap<i32, PartitionStatus>,
-    /// A failure of the worker as a whole (listing its partitions), with when it last happened.
+    /// A failure of the worker as a whole (joining its group), with when it last happened.
     error: Option<(String, DateTime<Utc>)>,
+    /// This replica in the worker's group, once joined.
+    group: Option<GroupStatus>,
+    /// Every partition of the topic as the group assigned it, by partition.
+    cluster: BTreeMap<i32, ClusterPartition>,
 }
 
 impl WorkerStats {
@@ -115,6 +175,8 @@ impl WorkerStats {
                 since: Utc::now(),
                 partitions: BTreeMap::new(),
                 error: None,
+                group: None,
+                cluster: BTreeMap::new(),
             }),
         }
     }
@@ -167,18 +229,77 @@ impl WorkerStats {
         }
     }
 
-    /// A snapshot for the API.
+    /// Edits this replica's group status (created by the first edit from `fresh`).
+    pub fn update_group(
+        &self,
+        fresh: impl FnOnce() -> GroupStatus,
+        edit: impl FnOnce(&mut GroupStatus),
+    ) {
+        let mut inner = self.lock();
+        edit(inner.group.get_or_insert_with(fresh));
+    }
+
+    /// Replaces the cluster's view of the topic's partitions (owners, committed offsets).
+    pub fn set_cluster(&self, cluster: BTreeMap<i32, ClusterPartition>) {
+        self.lock().cluster = cluster;
+    }
+
+    /// Edits the cluster's view of the topic's partitions.
+    pub fn update_cluster(&self, edit: impl FnOnce(&mut BTreeMap<i32, ClusterPartition>)) {
+        edit(&mut self.lock().cluster);
+    }
+
+    /// A snapshot for the API: every partition this replica consumed, and every partition the
+    /// group assigned to another replica (with what that replica committed to Kafka).
     pub fn status(&self) -> WorkerStatus {
         let inner = self.lock();
+        let mut partitions = inner.partitions.clone();
+        let mine = inner.group.as_ref().map(|g| g.replica_id.as_str());
+        for (&partition, cluster) in &inner.cluster {
+            let entry = partitions
+                .entry(partition)
+                .or_insert_with(|| PartitionStatus {
+                    partition,
+                    ..Default::default()
+                });
+            entry.owner.clone_from(&cluster.owner);
+            if cluster.owner.is_some() && cluster.owner.as_deref() != mine {
+                entry.next_offset = cluster.committed;
+                entry.high_watermark = cluster.high_watermark;
+                entry.lag = match (cluster.high_watermark, cluster.committed) {
+                    (Some(high), Some(next)) => Some((high - next).max(0)),
+                    _ => None,
+                };
+            }
+        }
         WorkerStatus {
             name: self.kind.name().to_owned(),
             topic: self.topic.clone(),
             state: effective_state(&inner),
             since: inner.since,
-            partitions: inner.partitions.values().cloned().collect(),
+            partitions: partitions.into_values().collect(),
             last_error: inner.error.as_ref().map(|(message, _)| message.clone()),
             last_error_at: inner.error.as_ref().map(|(_, at)| *at),
+            group: inner.group.clone(),
         }
+    }
+
+    /// The partitions this replica consumes now (its group assignment), with its own
+    /// counters: what `/metrics` exports, so replicas never export one partition twice.
+    pub fn local_partitions(&self) -> Vec<PartitionStatus> {
+        let inner = self.lock();
+        let assigned = inner.group.as_ref().map(|g| &g.assigned_partitions);
+        inner
+            .partitions
+            .values()
+            .filter(|p| assigned.is_none_or(|a| a.contains(&p.partition)))
+            .cloned()
+            .collect()
+    }
+
+    /// This replica's group status, once joined.
+    pub fn group(&self) -> Option<GroupStatus> {
+        self.lock().group.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

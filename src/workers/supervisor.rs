@@ -1,23 +1,26 @@
-//! One worker's supervisor ([`Supervisor`]): finds its topic's partitions and owns one loop per
-//! partition, keyed by partition, so a single partition can be started or taken back (as a
-//! consumer group's coordinator will assign them). The loop itself is [`PartitionConsumer`]'s.
+//! One worker's supervisor ([`Supervisor`]): keeps the worker a member of its consumer group
+//! ([`Membership`]) and runs one loop per partition the group assigns it ([`PartitionConsumer`]).
+//! Each generation: join, start the assigned partitions, consume until the generation ends
+//! ([`Generation`]), then stop them — at the batch boundary for a rebalance (the eager
+//! protocol: never more than the batch in flight), at once when membership is lost (before
+//! the coordinator can hand the partitions to another replica) — and join again.
 
 use std::{
     collections::HashMap,
     sync::{atomic::Ordering::Relaxed, Arc},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use backon::ExponentialBackoff;
 use tokio::task::{AbortHandle, Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    context::{is_unknown_topic, WorkerContext},
-    failures::FailureKind,
+    context::WorkerContext,
+    generation::{Ended, Generation},
+    membership::{Assigned, Membership},
     partition::PartitionConsumer,
-    stats::WorkerState,
+    stats::{GroupPhase, WorkerState},
 };
 
 /// How long a stop waits for a loop to reach a batch boundary before aborting it. An aborted
@@ -53,25 +56,131 @@ impl Supervisor {
         }
     }
 
-    /// Runs the worker until cancelled: finds the topic's partitions, starts a loop on each, and
-    /// waits for every loop to end.
+    /// Runs the worker until cancelled: joins its group, consumes what it is assigned, and
+    /// joins again whenever a generation ends; leaves the group when cancelled.
     pub async fn run(mut self) {
-        let Some(partitions) = self.list_partitions().await else {
-            return;
-        };
-        self.context
-            .topic_partitions
-            .store(partitions.len(), Relaxed);
-        for partition in partitions {
-            self.start_partition(partition);
+        let mut membership = Membership::new(Arc::clone(&self.context));
+        while let Some(assigned) = membership.join(&self.cancel).await {
+            self.context
+                .topic_partitions
+                .store(assigned.owners.len(), Relaxed);
+            for &partition in &assigned.partitions {
+                self.start_partition(partition);
+            }
+            let ended = match membership.client().await {
+                Ok(client) => {
+                    let mut generation = Generation::start(&self.context, client, &assigned);
+                    let ended = self.consume(&mut generation).await;
+                    generation.stop().await;
+                    ended
+                }
+                Err(error) => Some(Ended::Lost(error.to_string())),
+            };
+            let group = &self.context.group.id;
+            match ended {
+                None => {
+                    self.stop_partitions().await;
+                    self.mirror(&mut membership, &assigned).await;
+                    membership.leave().await;
+                    return;
+                }
+                Some(Ended::Lost(reason)) => {
+                    tracing::warn!(
+                        group,
+                        reason,
+                        "lost the group membership; stopped applying at once, joining again"
+                    );
+                    membership.set_phase(GroupPhase::Joining, Some(Vec::new()));
+                    self.abort_partitions().await;
+                    membership.forget();
+                }
+                Some(ended) => {
+                    tracing::info!(
+                        group,
+                        ?ended,
+                        "rebalancing: finishing the batches in flight, then joining again"
+                    );
+                    membership.set_phase(GroupPhase::Joining, None);
+                    self.stop_partitions().await;
+                    self.mirror(&mut membership, &assigned).await;
+                    if matches!(ended, Ended::Resized { .. }) {
+                        // A leader's plain rejoin need not start a new generation (tansu hands
+                        // the old assignment back); leaving and joining anew always does.
+                        membership.leave().await;
+                    }
+                }
+            }
         }
-        while let Some(joined) = self.loops.join_next_with_id().await {
-            self.ended(joined);
+        // Cancelled while joining: nothing runs, but a member of an earlier generation leaves.
+        membership.leave().await;
+    }
+
+    /// Consumes until the generation ends (`None`: the worker was cancelled). Ends it as lost
+    /// when the lease runs out: no heartbeat accepted within the session timeout.
+    async fn consume(&mut self, generation: &mut Generation) -> Option<Ended> {
+        loop {
+            let lease_ends = self.context.lease.deadline();
+            tokio::select! {
+                _ = self.cancel.cancelled() => return None,
+                ended = generation.ended() => return Some(ended),
+                _ = sleep_until(lease_ends) => {
+                    if !self.context.lease.valid() {
+                        return Some(Ended::Lost("no heartbeat was accepted within the session timeout".to_owned()));
+                    }
+                }
+                Some(joined) = self.loops.join_next_with_id() => {
+                    self.ended(joined);
+                }
+            }
         }
     }
 
+    /// Tells Kafka the positions of the partitions just given up, with the generation that
+    /// held them (a failure is harmless: PostgreSQL's offsets are the truth).
+    async fn mirror(&mut self, membership: &mut Membership, assigned: &Assigned) {
+        let positions = self.context.positions.take_unsent(&assigned.partitions);
+        if let Err(error) = membership.commit(&positions).await {
+            self.context.positions.unsend(&positions);
+            tracing::debug!(group = %self.context.group.id, error = %error, "could not commit the last offsets to Kafka");
+        }
+    }
+
+    /// Stops every partition loop at its batch boundary and waits for them (aborting those
+    /// still running after [`STOP_DEADLINE`]).
+    async fn stop_partitions(&mut self) {
+        for running in self.partitions.values() {
+            running.cancel.cancel();
+        }
+        let deadline = tokio::time::sleep(STOP_DEADLINE);
+        tokio::pin!(deadline);
+        while !self.partitions.is_empty() {
+            tokio::select! {
+                joined = self.loops.join_next_with_id() => match joined {
+                    Some(joined) => { self.ended(joined); }
+                    None => break,
+                },
+                _ = &mut deadline => {
+                    let (worker, topic) = (self.context.kind.name(), self.context.topic.as_str());
+                    tracing::warn!(worker, topic, "partition loops did not stop in time; aborting them");
+                    self.abort_partitions().await;
+                    break;
+                }
+            }
+        }
+        self.partitions.clear();
+    }
+
+    /// Aborts every partition loop at once (a batch in flight rolls back) and waits for them.
+    async fn abort_partitions(&mut self) {
+        self.loops.abort_all();
+        while let Some(joined) = self.loops.join_next_with_id().await {
+            self.ended(joined);
+        }
+        self.partitions.clear();
+    }
+
     /// Starts consuming `partition`; one already being consumed is left alone.
-    pub fn start_partition(&mut self, partition: i32) {
+    fn start_partition(&mut self, partition: i32) {
         if self.partitions.contains_key(&partition) {
             return;
         }
@@ -85,42 +194,6 @@ impl Supervisor {
             .spawn(consumer.run(cancel.clone()).instrument(span));
         self.partitions
             .insert(partition, PartitionLoop { cancel, task });
-    }
-
-    /// Stops consuming `partition` at its next batch boundary and waits for its loop to end
-    /// (aborting it after [`STOP_DEADLINE`]); a partition not being consumed is left alone.
-    pub async fn stop_partition(&mut self, partition: i32) {
-        let Some(stopping) = self.partitions.remove(&partition) else {
-            return;
-        };
-        stopping.cancel.cancel();
-        let id = stopping.task.id();
-        let stopped = tokio::time::timeout(STOP_DEADLINE, self.join(id)).await;
-        if stopped.is_err() {
-            let (worker, topic) = (self.context.kind.name(), self.context.topic.as_str());
-            tracing::warn!(
-                worker,
-                topic,
-                partition,
-                "partition loop did not stop in time; aborting it"
-            );
-            stopping.task.abort();
-            self.join(id).await;
-        }
-    }
-
-    /// The partitions being consumed, in no particular order.
-    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
-        self.partitions.keys().copied()
-    }
-
-    /// Waits until loop `id` has ended, reaping any other that ends meanwhile.
-    async fn join(&mut self, id: Id) {
-        while let Some(joined) = self.loops.join_next_with_id().await {
-            if self.ended(joined) == id {
-                return;
-            }
-        }
     }
 
     /// Forgets a loop that ended; one that panicked marks the worker failed.
@@ -140,50 +213,12 @@ impl Supervisor {
         self.partitions.retain(|_, running| running.task.id() != id);
         id
     }
+}
 
-    /// The topic's partitions, retried with backoff until listed; `None` if cancelled first.
-    async fn list_partitions(&self) -> Option<Vec<i32>> {
-        let (worker, topic) = (self.context.kind.name(), self.context.topic.as_str());
-        let mut backoff = FailureKind::Transient.backoff();
-        // Logged when it starts failing, then at most once a minute.
-        let (mut attempts, mut logged_at) = (0u64, None::<Instant>);
-        loop {
-            let listed = tokio::select! {
-                _ = self.cancel.cancelled() => return None,
-                listed = self.context.kafka.partitions(topic) => listed,
-            };
-            match listed {
-                Ok(partitions) => {
-                    self.context.stats.set_error(None);
-                    return Some(partitions);
-                }
-                Err(error) => {
-                    attempts += 1;
-                    // Shown in the worker's status: until listed it has no partition to show it.
-                    self.context
-                        .stats
-                        .set_error(Some(format!("cannot list partitions: {error}")));
-                    if logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
-                        tracing::warn!(worker, topic, error = %error, attempts, "cannot list partitions; retrying with backoff");
-                        logged_at = Some(Instant::now());
-                    }
-                    if is_unknown_topic(&error) {
-                        self.context.recreate_topic().await;
-                    }
-                    if self.sleep_or_cancel(&mut backoff).await {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sleeps the next backoff delay; returns `true` if cancelled meanwhile.
-    async fn sleep_or_cancel(&self, backoff: &mut ExponentialBackoff) -> bool {
-        let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-        tokio::select! {
-            _ = self.cancel.cancelled() => true,
-            _ = tokio::time::sleep(delay) => false,
-        }
+/// Sleeps until `at`; forever when there is none.
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

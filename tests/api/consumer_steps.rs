@@ -7,8 +7,8 @@ use rowsync::{
     config::Settings,
     kafka::{producer::TopicProducer, Kafka},
     workers::{
-        dead_letter::DeadLetterQueue, PartitionConsumer, Step, Supervisor, WorkerContext,
-        WorkerDeps, WorkerKind, WorkerStats,
+        dead_letter::DeadLetterQueue, PartitionConsumer, Step, WorkerContext, WorkerDeps,
+        WorkerKind, WorkerStats,
     },
 };
 use serde_json::json;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     fault_proxy::{proxy_kafka, Fault},
-    helpers::{eventually, fresh_settings, TestApp},
+    helpers::{fresh_settings, TestApp},
     test_broker::TestBroker,
 };
 
@@ -44,6 +44,7 @@ fn upcreate_context(
         fetch_max_wait_ms: 500,
         batch_metrics: rowsync::workers::metrics::BatchMetrics::default(),
         db_timeout: std::time::Duration::from_secs(5),
+        group: Default::default(),
     };
     let stats = Arc::new(WorkerStats::new(kind, topic));
     Arc::new(WorkerContext::new(kind, &deps, stats))
@@ -303,53 +304,5 @@ async fn a_backlog_is_applied_in_batches_that_start_small_and_grow() {
     );
     assert_eq!(app.rows().await.len(), 40_000);
     cancel.cancel();
-    app.cleanup().await;
-}
-
-async fn ids(app: &TestApp) -> Vec<i64> {
-    app.rows().await.iter().map(|r| r.id).collect()
-}
-
-#[tokio::test]
-async fn a_partition_taken_back_from_the_supervisor_stops_while_the_others_go_on() {
-    let settings = fresh_settings();
-    let app = TestApp::start(settings.clone()).await;
-    let topic = settings.topics.updates_topic.clone();
-    let kafka = Kafka::connect(&settings.kafka).await.unwrap();
-    let context = upcreate_context(&settings, kafka, DeadLetterQueue::new(None), 1024 * 1024);
-    let cancel = CancellationToken::new();
-    let mut supervisor = Supervisor::new(context, cancel.clone());
-    supervisor.start_partition(0);
-    supervisor.start_partition(1);
-    // Started already: left alone.
-    supervisor.start_partition(1);
-    produce(&app, &topic, &updates(0..2, "first")).await;
-    app.produce(&topic, 1, &[&updates(2..3, "first")[0]]).await;
-    eventually("both partitions applied", || async {
-        (ids(&app).await == [2, 1, 0]).then_some(())
-    })
-    .await;
-
-    supervisor.stop_partition(0).await;
-    let mut running: Vec<i32> = supervisor.partitions().collect();
-    running.sort();
-    assert_eq!(running, [1]);
-    produce(&app, &topic, &updates(10..11, "not applied")).await;
-    app.produce(&topic, 1, &[&updates(20..21, "applied")[0]])
-        .await;
-    eventually("partition 1 applied", || async {
-        ids(&app).await.contains(&20).then_some(())
-    })
-    .await;
-    assert!(!ids(&app).await.contains(&10), "partition 0 was stopped");
-
-    // Started again, it resumes where it stopped.
-    supervisor.start_partition(0);
-    eventually("partition 0 applied", || async {
-        (ids(&app).await == [20, 10, 2, 1, 0]).then_some(())
-    })
-    .await;
-    cancel.cancel();
-    drop(supervisor);
     app.cleanup().await;
 }

@@ -8,8 +8,8 @@ use rand::Rng;
 use rowsync::{
     app::Application,
     config::{
-        AuthSettings, DatabaseSettings, HttpSettings, KafkaSettings, ListingSettings, Settings,
-        TopicSettings,
+        AuthSettings, DatabaseSettings, GroupSettings, HttpSettings, KafkaSettings,
+        ListingSettings, Settings, TopicSettings,
     },
     kafka::security::client_builder,
     model::Row,
@@ -116,6 +116,17 @@ pub fn fresh_settings() -> Settings {
             dead_letter_enabled: true,
             updates_dlq_topic: None,
             delete_dlq_topic: None,
+        },
+        // Each test's replicas form groups of their own; short timeouts, so that a replica
+        // that dies is replaced well within a test's deadline.
+        group: GroupSettings {
+            kafka_group_id_prefix: format!("test-{suffix}"),
+            kafka_session_timeout_ms: 6_000,
+            kafka_heartbeat_interval_ms: 1_000,
+            kafka_rebalance_timeout_ms: 40_000,
+            kafka_metadata_max_age_ms: 2_000,
+            replica_id: format!("replica-{suffix}"),
+            kafka_static_membership: false,
         },
         listen_addr: "127.0.0.1:0".parse().expect("a valid address"),
         auth: AuthSettings::default(),

@@ -5,6 +5,7 @@ mod api_client;
 mod auth;
 mod cli;
 mod compression;
+mod consumer_groups;
 mod consumer_steps;
 mod crash;
 mod dead_letters;

@@ -32,10 +32,10 @@ pub fn free_port() -> u16 {
 }
 
 /// The binary with no inherited environment (nor a `.env` file), listening on `port`, given the
-/// schema, brokers and topics of `settings`; how it reaches PostgreSQL, and its log filter, are
+/// schema, brokers, topics and consumer-group settings of `settings`; how it reaches PostgreSQL, and its log filter, are
 /// the caller's to add. Killed when dropped.
 pub fn command(settings: &Settings, port: u16) -> Command {
-    let topics = &settings.topics;
+    let (topics, group) = (&settings.topics, &settings.group);
     let mut command = Command::new(env!("CARGO_BIN_EXE_rowsync"));
     command
         .env_clear()
@@ -50,6 +50,28 @@ pub fn command(settings: &Settings, port: u16) -> Command {
         .env("OBJECTS_TO_KAFKA_TOPIC", &topics.objects_to_kafka_topic)
         .env("REST_LOG_TOPIC", &topics.rest_log_topic)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("KAFKA_GROUP_ID_PREFIX", &group.kafka_group_id_prefix)
+        .env("REPLICA_ID", &group.replica_id)
+        .env(
+            "KAFKA_SESSION_TIMEOUT_MS",
+            group.kafka_session_timeout_ms.to_string(),
+        )
+        .env(
+            "KAFKA_HEARTBEAT_INTERVAL_MS",
+            group.kafka_heartbeat_interval_ms.to_string(),
+        )
+        .env(
+            "KAFKA_REBALANCE_TIMEOUT_MS",
+            group.kafka_rebalance_timeout_ms.to_string(),
+        )
+        .env(
+            "KAFKA_METADATA_MAX_AGE_MS",
+            group.kafka_metadata_max_age_ms.to_string(),
+        )
+        .env(
+            "KAFKA_STATIC_MEMBERSHIP",
+            group.kafka_static_membership.to_string(),
+        )
         .stdin(Stdio::null())
         .kill_on_drop(true);
     command
