@@ -159,6 +159,7 @@ impl Application {
                     settings.kafka.topic_replication_factor,
                 ),
                 fetch_max_bytes: settings.kafka.kafka_fetch_max_bytes,
+                fetch_budget_bytes: settings.kafka.kafka_fetch_budget_bytes,
                 fetch_max_wait_ms: settings.kafka.kafka_fetch_max_wait_ms,
                 batch_metrics,
                 db_timeout: settings.database.timeout(),

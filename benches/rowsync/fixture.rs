@@ -170,9 +170,13 @@ impl Fixture {
     }
 
     pub async fn create_topic(&self, topic: &str) -> anyhow::Result<()> {
+        self.create_topic_with(topic, PARTITIONS).await
+    }
+
+    pub async fn create_topic_with(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
         let controller = self.kafka.controller_client()?;
         controller
-            .create_topic(topic, PARTITIONS, 1, 10_000)
+            .create_topic(topic, partitions, 1, 10_000)
             .await
             .with_context(|| format!("creating topic {topic}"))
     }
@@ -360,6 +364,23 @@ impl Rowsync {
     /// Sum of the samples of `/metrics` whose name starts with `prefix`.
     pub async fn metric_sum(&self, prefix: &str) -> anyhow::Result<f64> {
         Ok(self.metrics(prefix).await?.values().sum())
+    }
+
+    /// Waits until `worker` holds its consumer group's assignment (the join takes ~3 s on Kafka
+    /// and tansu alike: drains are timed from here); returns when it did.
+    pub async fn wait_stable(&self, worker: &str) -> anyhow::Result<Instant> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.get_json(&format!("/api/workers/{worker}/")).await?;
+            if status["group"]["phase"] == "stable" {
+                return Ok(Instant::now());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{worker} did not join its group within 60 s: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Waits until `worker` has consumed `records` records (applied and invalid), within `limit`.

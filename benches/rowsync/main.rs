@@ -7,6 +7,7 @@
 //! `--only upsert,list` picks scenarios. PostgreSQL and the broker come from `DATABASE_URL` and
 //! `KAFKA_BOOTSTRAP_SERVERS` (defaults: local ones; `scripts/dev-deps` starts them).
 
+mod backlog;
 mod consumers;
 mod fixture;
 mod http;
@@ -23,7 +24,8 @@ struct Args {
     /// Tiny sizes: proves every scenario runs and checks its results, measures nothing useful.
     #[arg(long)]
     smoke: bool,
-    /// Only these scenarios: process, upsert, delete, latency, list, stream, publish, restlog.
+    /// Only these scenarios: process, upsert, delete, latency, list, stream, publish, restlog,
+    /// backlog.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Passed by `cargo bench`. Without it (`cargo test --all-targets` runs this binary too)
@@ -55,6 +57,8 @@ pub struct Sizes {
     pub rounds: usize,
     /// The same for the delete drain, which lasts well under a second and so is noisier.
     pub delete_rounds: usize,
+    /// Upserts of the backlog scenario (drained at 3, 12 and 48 partitions).
+    pub backlog: usize,
 }
 
 impl Sizes {
@@ -77,6 +81,7 @@ impl Sizes {
             startups: 5,
             rounds: 3,
             delete_rounds: 9,
+            backlog: 2_000_000,
         }
     }
 
@@ -99,6 +104,7 @@ impl Sizes {
             startups: 1,
             rounds: 2,
             delete_rounds: 2,
+            backlog: 4_800,
         }
     }
 }
@@ -138,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
     scenario!("stream", http::stream(&sizes));
     scenario!("publish", http::write_to_kafka(&sizes));
     scenario!("restlog", http::response_log(&sizes));
+    scenario!("backlog", backlog::backlog(&sizes));
 
     let table = report::table(&figures);
     let machine = format!(

@@ -39,6 +39,8 @@ pub struct WorkerDeps {
     pub topic_layout: (i32, i16),
     /// Most bytes one fetch asks for.
     pub fetch_max_bytes: i32,
+    /// Most bytes a worker's partitions may have fetched and not yet applied, in all.
+    pub fetch_budget_bytes: i64,
     /// Longest the broker may hold a fetch open waiting for records.
     pub fetch_max_wait_ms: i32,
     /// Where batch sizes and latencies are recorded.
@@ -79,6 +81,10 @@ pub struct WorkerContext {
     pub(super) topic_layout: (i32, i16),
     /// Most bytes one fetch asks for.
     pub(super) fetch_max_bytes: i32,
+    /// Most bytes all the worker's partitions may have fetched and not yet applied.
+    pub(super) fetch_budget_bytes: i64,
+    /// Partitions this replica consumes now (its group assignment), sharing the budget.
+    pub(super) assigned_partitions: AtomicUsize,
     /// Longest the broker may hold a fetch open waiting for records (tansu needs ≥ 1 ms).
     pub(super) fetch_max_wait_ms: i32,
     /// Where batch sizes and latencies are recorded.
@@ -110,6 +116,8 @@ impl WorkerContext {
             dead_letters: deps.dead_letters[&kind].clone(),
             topic_layout: deps.topic_layout,
             fetch_max_bytes: deps.fetch_max_bytes,
+            fetch_budget_bytes: deps.fetch_budget_bytes,
+            assigned_partitions: AtomicUsize::new(0),
             fetch_max_wait_ms: deps.fetch_max_wait_ms,
             batch_metrics: deps.batch_metrics.clone(),
             db_timeout: deps.db_timeout,
@@ -162,6 +170,17 @@ impl WorkerContext {
         unkeyed
     }
 
+    /// Most bytes one fetch of one partition may ask for now: `KAFKA_FETCH_MAX_BYTES`, or less
+    /// so that the partitions this replica holds, each with a batch being applied and one being
+    /// fetched, stay within `KAFKA_FETCH_BUDGET_BYTES` together.
+    pub(super) fn partition_fetch_max(&self) -> i32 {
+        fetch_share(
+            self.fetch_budget_bytes,
+            self.assigned_partitions.load(Relaxed),
+            self.fetch_max_bytes,
+        )
+    }
+
     /// Records PostgreSQL's next offset of `partition` after a commit (and in the status).
     pub(super) fn positioned(&self, partition: i32, next: i64) {
         self.positions.set(partition, next);
@@ -181,6 +200,18 @@ impl WorkerContext {
     }
 }
 
+/// The smallest fetch a partition asks for, whatever the budget: one fetch always brings at
+/// least one record batch anyway.
+const MIN_FETCH_BYTES: i32 = 16 * 1024;
+
+/// A partition's share of `budget` when `partitions` share it, each holding two fetches (the
+/// batch being applied and the next), capped at `max` and at least [`MIN_FETCH_BYTES`].
+fn fetch_share(budget: i64, partitions: usize, max: i32) -> i32 {
+    let holders = (partitions.max(1) as i64).saturating_mul(2);
+    let share = (budget / holders).clamp(MIN_FETCH_BYTES.into(), i32::MAX.into()) as i32;
+    share.min(max)
+}
+
 /// Whether the broker does not know the topic (then it is worth recreating).
 pub(super) fn is_unknown_topic(error: &Error) -> bool {
     matches!(
@@ -191,4 +222,24 @@ pub(super) fn is_unknown_topic(error: &Error) -> bool {
                 ..
             })
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fetch_share;
+
+    #[test]
+    fn partitions_share_the_fetch_budget_two_fetches_each() {
+        let (mib, max) = (1024 * 1024, 1024 * 1024);
+        // 3 partitions: the budget does not bind, fetches are as large as configured.
+        assert_eq!(fetch_share(8 * mib, 3, max), max);
+        // 12 and 48 partitions: the budget binds; all in flight stays within it.
+        let twelve = fetch_share(8 * mib, 12, max) as i64 * 2 * 12;
+        assert!(twelve <= 8 * mib && twelve > 8 * mib - 24, "{twelve}");
+        assert!(fetch_share(8 * mib, 48, max) as i64 * 2 * 48 <= 8 * mib);
+        // Never below the floor, nor above the maximum; no partitions yet counts as one.
+        assert_eq!(fetch_share(64 * 1024, 1000, max), 16 * 1024);
+        assert_eq!(fetch_share(8 * mib, 0, max), max);
+        assert_eq!(fetch_share(i64::MAX, 1, i32::MAX), i32::MAX);
+    }
 }

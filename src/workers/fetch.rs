@@ -18,7 +18,8 @@ use super::{batch::DecodedBatch, context::WorkerContext};
 use crate::error::{bounded, Error, Result};
 
 /// Bytes the first fetch after (re)positioning asks for; each fetch that returns records
-/// doubles it, up to `KAFKA_FETCH_MAX_BYTES`. A worker starting on a backlog applies its first
+/// doubles it, up to `KAFKA_FETCH_MAX_BYTES` or the partition's share of
+/// `KAFKA_FETCH_BUDGET_BYTES`, whichever is smaller. A worker starting on a backlog applies its first
 /// small batch while the larger ones are still being fetched, instead of leaving PostgreSQL
 /// idle until a full-size fetch arrives.
 pub(super) const FIRST_FETCH_BYTES: i32 = 64 * 1024;
@@ -82,7 +83,7 @@ impl Fetcher {
             .partition_client(&context.topic, partition)
             .await?;
         Ok(Self {
-            fetch_bytes: FIRST_FETCH_BYTES.min(context.fetch_max_bytes),
+            fetch_bytes: FIRST_FETCH_BYTES.min(context.partition_fetch_max()),
             context,
             partition,
             client: Arc::new(client),
@@ -92,12 +93,12 @@ impl Fetcher {
 
     /// Starts again from small fetches (after positioning).
     pub(super) fn start_small(&mut self) {
-        self.fetch_bytes = FIRST_FETCH_BYTES.min(self.context.fetch_max_bytes);
+        self.fetch_bytes = FIRST_FETCH_BYTES.min(self.context.partition_fetch_max());
     }
 
     /// Lets the next fetch ask for more (after a fetch that brought records).
     pub(super) fn grow(&mut self) {
-        self.fetch_bytes = grown_fetch_bytes(self.fetch_bytes, self.context.fetch_max_bytes);
+        self.fetch_bytes = grown_fetch_bytes(self.fetch_bytes, self.context.partition_fetch_max());
     }
 
     /// Starts fetching from `from` in the background, for the next step.
@@ -230,7 +231,7 @@ impl Fetcher {
                 "fetching records",
                 timeout,
                 self.client
-                    .fetch_records_detailed(from, 1..self.context.fetch_max_bytes, 1),
+                    .fetch_records_detailed(from, 1..self.context.partition_fetch_max(), 1),
             )
             .await?;
             keep_from(&mut fetched.records, position);

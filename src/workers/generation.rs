@@ -145,7 +145,7 @@ async fn heartbeats(context: Arc<WorkerContext>, member: Member, events: mpsc::S
 /// Kafka's own tools read as the group's offsets and lag.
 async fn mirror(
     context: Arc<WorkerContext>,
-    client: Arc<ConsumerGroupClient>,
+    mut client: Arc<ConsumerGroupClient>,
     member: Member,
     partitions: Vec<i32>,
     events: mpsc::Sender<Ended>,
@@ -174,6 +174,10 @@ async fn mirror(
             if let Some(ended) = ending(&error) {
                 let _ = events.send(ended).await;
                 return;
+            }
+            // The coordinator moved, or the connection broke: find it again for the next tick.
+            if let Ok(found) = context.kafka.group_client(&context.group.id).await {
+                client = Arc::new(found);
             }
             if logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
                 tracing::warn!(group = %context.group.id, error = %error, "cannot commit offsets to Kafka; retrying (PostgreSQL's offsets are unaffected)");

@@ -64,6 +64,10 @@ impl Supervisor {
             self.context
                 .topic_partitions
                 .store(assigned.owners.len(), Relaxed);
+            // Set before the loops start: each sizes its fetches by its share of the budget.
+            self.context
+                .assigned_partitions
+                .store(assigned.partitions.len(), Relaxed);
             for &partition in &assigned.partitions {
                 self.start_partition(partition);
             }

@@ -41,6 +41,7 @@ fn upcreate_context(
         dead_letters: HashMap::from([(kind, dead_letters)]),
         topic_layout: (3, 1),
         fetch_max_bytes,
+        fetch_budget_bytes: 8 * 1024 * 1024,
         fetch_max_wait_ms: 500,
         batch_metrics: rowsync::workers::metrics::BatchMetrics::default(),
         db_timeout: std::time::Duration::from_secs(5),

@@ -318,10 +318,7 @@ async fn a_worker_started_while_the_broker_is_cut_off_says_why_it_has_no_partiti
     let status = wait_for_state(&app, "upcreate", "retrying").await;
     assert_eq!(status["partitions"], Value::Array(vec![]), "{status}");
     let error = status["last_error"].as_str().unwrap_or_default();
-    assert!(
-        error.starts_with("cannot join consumer group "),
-        "{status}"
-    );
+    assert!(error.starts_with("cannot join consumer group "), "{status}");
     assert!(status["last_error_at"].is_string(), "{status}");
 
     broker.proxy.set(Fault::Pass);

@@ -96,6 +96,7 @@ pub fn fresh_settings() -> Settings {
             kafka_request_timeout_ms: 10_000,
             kafka_fetch_max_bytes: 4 * 1024 * 1024,
             kafka_fetch_max_wait_ms: 500,
+            kafka_fetch_budget_bytes: 8 * 1024 * 1024,
             kafka_compression: None,
             kafka_security_protocol: Default::default(),
             kafka_sasl_mechanism: None,
