@@ -206,13 +206,16 @@ async fn one_size(rows: usize, requests: usize) -> anyhow::Result<Vec<Figure>> {
         let page = rows.min(MAX_PAGE);
         let (mut new, mut page_side, mut old) = (Side::default(), Side::default(), Side::default());
         let (mut new_temp, mut old_temp) = ((0, 0), (0, 0));
-        for _ in 0..requests {
+        for round in 0..requests {
             // Each listing fresh: the table changes before it (a no-op update of one row), so
             // none is a hit of the listing cache (bodies over 4 MiB are never kept anyway).
             fixture
                 .db
                 .batch_execute("UPDATE some_model SET name = name WHERE id = 1")
                 .await?;
+            // The first round also counts temporary files. A backend reports its counts when
+            // it exits, or idle after up to 10 s: the timed rounds do not wait for that.
+            let counted = round == 0;
             let before_counts = temp_counts(&fixture, 0, 0).await?;
             let (read, listed) = get(&rowsync, "/api/some_models/").await?;
             ensure!(listed == rows, "listed {listed} of {rows} rows");
@@ -221,9 +224,10 @@ async fn one_size(rows: usize, requests: usize) -> anyhow::Result<Vec<Figure>> {
                 "a body the cache keeps"
             );
             new.push(&read, read.bytes as f64 / 1e6 / read.total.as_secs_f64());
-            let after = temp_counts(&fixture, before_counts.2, rows as i64).await?;
-            new_temp.0 += after.0 - before_counts.0;
-            new_temp.1 += after.1 - before_counts.1;
+            if counted {
+                let after = temp_counts(&fixture, before_counts.2, rows as i64).await?;
+                new_temp = (after.0 - before_counts.0, after.1 - before_counts.1);
+            }
 
             let (read, listed) = get(&rowsync, &format!("/api/some_models/?limit={page}")).await?;
             ensure!(listed == page, "paged {listed} of {page} rows");
@@ -236,9 +240,10 @@ async fn one_size(rows: usize, requests: usize) -> anyhow::Result<Vec<Figure>> {
                 "today's statement read {read_rows} of {rows}"
             );
             old.push(&read, 0.0);
-            let after = temp_counts(&fixture, before_counts.2, rows as i64).await?;
-            old_temp.0 += after.0 - before_counts.0;
-            old_temp.1 += after.1 - before_counts.1;
+            if counted {
+                let after = temp_counts(&fixture, before_counts.2, rows as i64).await?;
+                old_temp = (after.0 - before_counts.0, after.1 - before_counts.1);
+            }
         }
         let what = format!("{rows} rows, {state}");
         let first_target = if rows >= 1_000_000 {
@@ -255,6 +260,12 @@ async fn one_size(rows: usize, requests: usize) -> anyhow::Result<Vec<Figure>> {
             )
             .baseline("today's statement, first row, median", quantile(&mut old.first_ms, 0.5))
             .target(first_target),
+            Figure::new(
+                "plan",
+                format!("{what}: today's code path, `?limit={page}` (today's statement, prepared once per connection): first byte, median"),
+                quantile(&mut page_side.first_ms, 0.5),
+                "ms",
+            ),
             Figure::new("plan", format!("{what}: first byte, p99 (nearest rank)"), quantile(&mut new.first_ms, 0.99), "ms")
                 .baseline("today's statement, first row, p99", quantile(&mut old.first_ms, 0.99)),
             Figure::new("plan", format!("{what}: whole body, median"), quantile(&mut new.rate, 0.5), "MB/s")
@@ -265,7 +276,7 @@ async fn one_size(rows: usize, requests: usize) -> anyhow::Result<Vec<Figure>> {
                 .target(Target::RatioAtLeast(1.0)),
             Figure::new(
                 "plan",
-                format!("{what}: temporary files of {requests} listings ({:.1} MB)", new_temp.1 as f64 / 1e6),
+                format!("{what}: temporary files of one listing ({:.1} MB)", new_temp.1 as f64 / 1e6),
                 new_temp.0 as f64,
                 "files",
             )

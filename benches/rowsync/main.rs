@@ -74,7 +74,7 @@ impl Sizes {
             list_rows: 10_000,
             large_rows: 1_000_000,
             stream_rounds: 3,
-            plan_sizes: &[(100_000, 40), (1_000_000, 15), (10_000_000, 5)],
+            plan_sizes: &[(100_000, 25), (1_000_000, 15), (10_000_000, 5)],
             warmup: Duration::from_secs(2),
             load: Duration::from_secs(10),
             produce_rounds: 200,

@@ -67,9 +67,11 @@ const LIST_ALL: &str = "SELECT id, name FROM some_model ORDER BY id DESC";
 /// (125–130 ms at 1 M rows). Forbidding the sort leaves the backward index scan, whose first
 /// row is the table's highest id at once, whatever the statistics (BENCHMARKS.md, "The
 /// listing's plan"). No parallel plan either: a listing is paced by its client, and workers
-/// only delay the first row. Other ways measured and left: a cursor (`cursor_tuple_fraction`)
-/// or keyset chunks with `LIMIT` cost a round trip per chunk, chunks need a repeatable-read
-/// transaction to stay one snapshot, and `FETCH` copies each chunk into a tuplestore.
+/// only delay the first row. Considered and left: a cursor (`cursor_tuple_fraction`) still
+/// weighs costs by the statistics, and its `FETCH`es cost a round trip per chunk and copy
+/// each chunk into a tuplestore; keyset chunks with `LIMIT` cost a round trip per chunk and
+/// need a repeatable-read transaction to stay one snapshot; an explicit transaction leaves a
+/// `BEGIN` open on the pooled connection when the client goes away mid-stream.
 const LIST_ALL_SETTINGS: &str =
     "SET LOCAL enable_sort = off; SET LOCAL max_parallel_workers_per_gather = 0; ";
 
