@@ -41,9 +41,30 @@ pub fn bootstrap() -> String {
     std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// `url` pointing at database `name` instead (a `postgres://` URL or libpq's key=value form).
+pub fn url_of_database(url: &str, name: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (path, query) = match rest.split_once('?') {
+                Some((path, query)) => (path, format!("?{query}")),
+                None => (rest, String::new()),
+            };
+            let authority = path.split_once('/').map_or(path, |(a, _)| a);
+            format!("{scheme}://{authority}/{name}{query}")
+        }
+        // The last value of a key wins.
+        None => format!("{url} dbname={name}"),
+    }
+}
+
 /// Connects to PostgreSQL with `search_path` set to `schema`.
 pub async fn connect_db(schema: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let mut config: tokio_postgres::Config = database_url().parse()?;
+    connect_db_at(&database_url(), schema).await
+}
+
+/// Connects to the PostgreSQL at `url` with `search_path` set to `schema`.
+pub async fn connect_db_at(url: &str, schema: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let mut config: tokio_postgres::Config = url.parse()?;
     config.options(format!("-c search_path={schema}"));
     let (client, connection) = config
         .connect(tokio_postgres::NoTls)
@@ -70,20 +91,44 @@ pub struct Fixture {
     pub db: tokio_postgres::Client,
     pub kafka: Arc<Client>,
     schemas: Vec<String>,
+    /// Where the schema lives: [`database_url`], or a database of the fixture's own.
+    pub url: String,
+    /// The database of the fixture's own, dropped by [`cleanup`](Self::cleanup).
+    own_database: Option<String>,
 }
 
 impl Fixture {
     pub async fn new(label: &str) -> anyhow::Result<Self> {
+        Self::create(label, false).await
+    }
+
+    /// A fixture in a database of its own, for figures PostgreSQL counts per database
+    /// (`pg_stat_database`), which other users of the shared database would blur.
+    pub async fn in_own_database(label: &str) -> anyhow::Result<Self> {
+        Self::create(label, true).await
+    }
+
+    async fn create(label: &str, own_database: bool) -> anyhow::Result<Self> {
         let name = format!(
             "bench_{label}_{}_{}",
             std::process::id(),
             SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
-        let admin = connect_db("public").await?;
+        let url = match own_database {
+            true => {
+                connect_db("public")
+                    .await?
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await?;
+                url_of_database(&database_url(), &name)
+            }
+            false => database_url(),
+        };
+        let admin = connect_db_at(&url, "public").await?;
         admin
             .batch_execute(&format!("CREATE SCHEMA {name}"))
             .await?;
-        let db = connect_db(&name).await?;
+        let db = connect_db_at(&url, &name).await?;
         let kafka = ClientBuilder::new(vec![bootstrap()])
             .build()
             .await
@@ -92,7 +137,9 @@ impl Fixture {
             name: name.clone(),
             db,
             kafka: Arc::new(kafka),
-            schemas: vec![name],
+            schemas: vec![name.clone()],
+            url,
+            own_database: own_database.then_some(name),
         })
     }
 
@@ -118,7 +165,7 @@ impl Fixture {
     /// The environment rowsync runs with in this fixture.
     pub fn env(&self) -> Vec<(String, String)> {
         [
-            ("DATABASE_URL", database_url()),
+            ("DATABASE_URL", self.url.clone()),
             ("DB_SCHEMA", self.name.clone()),
             ("KAFKA_BOOTSTRAP_SERVERS", bootstrap()),
             ("UPDATES_TOPIC", self.topic("updates")),
@@ -226,6 +273,18 @@ impl Fixture {
                 .await
             {
                 eprintln!("bench: dropping schema {schema}: {error}");
+            }
+        }
+        if let Some(database) = &self.own_database {
+            let dropped = match connect_db("public").await {
+                Ok(admin) => admin
+                    .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
+                    .await
+                    .map_err(anyhow::Error::from),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = dropped {
+                eprintln!("bench: dropping database {database}: {error}");
             }
         }
         if let Ok(controller) = self.kafka.controller_client() {

@@ -193,8 +193,9 @@ pub async fn list(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         old.errors,
         new.errors
     );
+    // All but the first listing are listing-cache hits: nothing changes the table meanwhile.
     let what = format!(
-        "GET /api/some_models/, {} rows, 8 connections",
+        "GET /api/some_models/, {} rows, 8 connections (listing-cache hits)",
         sizes.list_rows
     );
     Ok(vec![
@@ -250,14 +251,14 @@ pub async fn stream(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
 
     // Baselines: a one-row page's first byte, and memory before the big listing.
     let mut sender = load::connect(addr).await?;
-    let mut small_first_byte = f64::MAX;
+    let mut small_first_byte = Vec::new();
     for _ in 0..20 {
         let (_, first, _, _) = timed_get(&mut sender, addr, "/api/some_models/?limit=1").await?;
-        small_first_byte = small_first_byte.min(first.as_secs_f64() * 1000.0);
+        small_first_byte.push(first.as_secs_f64() * 1000.0);
     }
     let before = rowsync.rss_mb()?;
     rowsync.reset_peak()?;
-    let mut first_byte = f64::MAX;
+    let mut first_byte = Vec::new();
     let mut total = Duration::ZERO;
     let mut bytes = 0;
     for _ in 0..sizes.stream_rounds {
@@ -269,7 +270,7 @@ pub async fn stream(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
             "stream: {rows} rows of {}",
             sizes.large_rows
         );
-        first_byte = first_byte.min(first.as_secs_f64() * 1000.0);
+        first_byte.push(first.as_secs_f64() * 1000.0);
         total = all;
         bytes = body.len();
     }
@@ -292,13 +293,16 @@ pub async fn stream(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         .target(Target::AtMost(64.0)),
         Figure::new(
             "stream",
-            "time to first byte (best of the rounds)",
-            first_byte,
+            format!(
+                "time to first byte, median of {} rounds (never cached: bodies over 4 MiB)",
+                first_byte.len()
+            ),
+            median_f64(&mut first_byte),
             "ms",
         )
         .baseline(
-            "first byte of a one-row page (best of 20)",
-            small_first_byte,
+            "first byte of a one-row page (median of 20; pages are never cached)",
+            median_f64(&mut small_first_byte),
         )
         .target(Target::AtMost(50.0)),
         Figure::new(

@@ -11,6 +11,7 @@ mod backlog;
 mod consumers;
 mod fixture;
 mod http;
+mod listing_plan;
 mod load;
 mod report;
 
@@ -24,8 +25,8 @@ struct Args {
     /// Tiny sizes: proves every scenario runs and checks its results, measures nothing useful.
     #[arg(long)]
     smoke: bool,
-    /// Only these scenarios: process, upsert, delete, latency, list, stream, publish, restlog,
-    /// backlog.
+    /// Only these scenarios: process, upsert, delete, latency, list, stream, plan, publish,
+    /// restlog, backlog.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Passed by `cargo bench`. Without it (`cargo test --all-targets` runs this binary too)
@@ -45,6 +46,9 @@ pub struct Sizes {
     pub list_rows: usize,
     pub large_rows: usize,
     pub stream_rounds: usize,
+    /// Table sizes of the listing-plan scenario, each with its number of fresh listings per
+    /// state (never analyzed, analyzed).
+    pub plan_sizes: &'static [(usize, usize)],
     pub warmup: Duration,
     pub load: Duration,
     pub produce_rounds: usize,
@@ -73,6 +77,7 @@ impl Sizes {
             list_rows: 10_000,
             large_rows: 1_000_000,
             stream_rounds: 3,
+            plan_sizes: &[(100_000, 25), (1_000_000, 15), (10_000_000, 5)],
             warmup: Duration::from_secs(2),
             load: Duration::from_secs(10),
             produce_rounds: 200,
@@ -96,6 +101,7 @@ impl Sizes {
             list_rows: 100,
             large_rows: 10_000,
             stream_rounds: 1,
+            plan_sizes: &[(3_000, 3)],
             warmup: Duration::from_millis(200),
             load: Duration::from_millis(500),
             produce_rounds: 5,
@@ -142,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
     scenario!("latency", consumers::latency(&sizes));
     scenario!("list", http::list(&sizes));
     scenario!("stream", http::stream(&sizes));
+    scenario!("plan", listing_plan::plan(&sizes));
     scenario!("publish", http::write_to_kafka(&sizes));
     scenario!("restlog", http::response_log(&sizes));
     scenario!("backlog", backlog::backlog(&sizes));

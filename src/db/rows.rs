@@ -1,8 +1,9 @@
-//! The SQL for table `some_model`: listing, one-row lookup, and the per-batch upsert and delete.
+//! The SQL for table `some_model`: listing (pages and the whole table), one-row lookup, and the
+//! per-batch upsert and delete.
 
 use deadpool_postgres::{GenericClient, Object, Transaction};
 use futures_util::{Stream, StreamExt};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::{types::ToSql, SimpleQueryMessage, SimpleQueryRow};
 
 use crate::{
     error::{Error, Result},
@@ -19,14 +20,124 @@ pub struct Page {
     pub limit: Option<i64>,
 }
 
+/// One row of a listing as PostgreSQL sent it: binary from a prepared statement (pages, see
+/// [`stream`]), text from the simple query protocol (the whole table, see [`stream_all`]).
+#[derive(Debug)]
+pub enum ListedRow {
+    /// A row of a page.
+    Binary(tokio_postgres::Row),
+    /// A row of the whole-table listing.
+    Text(SimpleQueryRow),
+}
+
+impl ListedRow {
+    /// Column `id`.
+    pub fn id(&self) -> Result<i64> {
+        match self {
+            Self::Binary(row) => Ok(row.try_get(0)?),
+            Self::Text(row) => row
+                .try_get(0)?
+                .and_then(|text| text.parse().ok())
+                .ok_or_else(|| {
+                    Error::PostgresShared("the listing sent an id that is no bigint".into())
+                }),
+        }
+    }
+
+    /// Column `name`.
+    pub fn name(&self) -> Result<&str> {
+        match self {
+            Self::Binary(row) => Ok(row.try_get(1)?),
+            Self::Text(row) => row
+                .try_get(1)?
+                .ok_or_else(|| Error::PostgresShared("the listing sent a null name".into())),
+        }
+    }
+}
+
+/// The whole-table listing's statement. [`stream_all`] runs it after [`LIST_ALL_SETTINGS`].
+const LIST_ALL: &str = "SELECT id, name FROM some_model ORDER BY id DESC";
+
+/// Planner settings of the whole-table listing, each ending with its statement.
+///
+/// Without a `LIMIT`, PostgreSQL weighs reading the whole table through the primary key against
+/// a sequential scan plus a sort, by the table's statistics. On a table not analyzed yet (after
+/// a bulk load, before autovacuum), or one whose rows lie out of id order, it picks the sort:
+/// parallel workers sort the table into temporary files and the first row waits for all of it
+/// (125–130 ms at 1 M rows). Forbidding the sort leaves the backward index scan, whose first
+/// row is the table's highest id at once, whatever the statistics (BENCHMARKS.md, "The
+/// listing's plan"). No parallel plan either: a listing is paced by its client, and workers
+/// only delay the first row. Considered and left: a cursor (`cursor_tuple_fraction`) still
+/// weighs costs by the statistics, and its `FETCH`es cost a round trip per chunk and copy
+/// each chunk into a tuplestore; keyset chunks with `LIMIT` cost a round trip per chunk and
+/// need a repeatable-read transaction to stay one snapshot; an explicit transaction leaves a
+/// `BEGIN` open on the pooled connection when the client goes away mid-stream.
+const LIST_ALL_SETTINGS: &str =
+    "SET LOCAL enable_sort = off; SET LOCAL max_parallel_workers_per_gather = 0; ";
+
+/// The whole table, highest id first, as a stream that holds `client` until it ends.
+///
+/// One simple-protocol query: the settings of [`LIST_ALL_SETTINGS`] and the `SELECT` run in
+/// the one implicit transaction PostgreSQL gives a multi-statement query, so the settings end
+/// with it even when the client goes away mid-stream (nothing is left on the pooled
+/// connection), and the rows are one snapshot, as one statement. Rows come as text, streamed
+/// as PostgreSQL produces them. Returns once the `SELECT` has been planned and has started, so
+/// an error before the first row fails the call rather than the stream.
+pub async fn stream_all(
+    client: Object,
+) -> Result<impl Stream<Item = Result<ListedRow>> + Send + 'static> {
+    let mut messages = Box::pin(
+        client
+            .simple_query_raw(&format!("{LIST_ALL_SETTINGS}{LIST_ALL}"))
+            .await?,
+    );
+    // The settings' command completions, then the `SELECT`'s row description.
+    loop {
+        match messages.next().await.transpose()? {
+            Some(SimpleQueryMessage::RowDescription(_)) => break,
+            Some(_) => continue,
+            None => {
+                return Err(Error::PostgresShared(
+                    "the listing ended before its rows".into(),
+                ))
+            }
+        }
+    }
+    Ok(messages.filter_map(move |message| {
+        // The stream owns the pooled connection: it goes back to the pool when the stream ends.
+        let _held = &client;
+        std::future::ready(match message {
+            Ok(SimpleQueryMessage::Row(row)) => Some(Ok(ListedRow::Text(row))),
+            Ok(_) => None,
+            Err(error) => Some(Err(Error::from(error))),
+        })
+    }))
+}
+
+/// PostgreSQL's plan for the whole-table listing, one line per plan line: `EXPLAIN` of the
+/// very statement [`stream_all`] runs, under the same settings (for tests and benchmarks).
+pub async fn explain_all(client: &tokio_postgres::Client) -> Result<Vec<String>> {
+    let messages = client
+        .simple_query(&format!("{LIST_ALL_SETTINGS}EXPLAIN {LIST_ALL}"))
+        .await?;
+    Ok(messages
+        .iter()
+        .filter_map(|message| match message {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect())
+}
+
 /// The page's rows, highest id first, as a stream that holds `client` until it ends.
 ///
 /// PostgreSQL sends rows as the consumer reads them (tokio-postgres forwards one buffer at a
-/// time), so memory stays flat however large the table.
+/// time), so memory stays flat however large the table. The whole table has a statement of
+/// its own, [`stream_all`].
 pub async fn stream(
     client: Object,
     page: Page,
-) -> Result<impl Stream<Item = Result<tokio_postgres::Row>> + Send + 'static> {
+) -> Result<impl Stream<Item = Result<ListedRow>> + Send + 'static> {
     // Two statements rather than `$1 IS NULL OR id < $1`, so each keeps an index range scan
     // under a generic plan. `LIMIT NULL` is no limit.
     let rows = match page.before_id {
@@ -51,7 +162,7 @@ pub async fn stream(
     Ok(rows.map(move |row| {
         // The stream owns the pooled connection: it goes back to the pool when the stream ends.
         let _held = &client;
-        row.map_err(Error::from)
+        row.map(ListedRow::Binary).map_err(Error::from)
     }))
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use futures_util::TryStreamExt;
+use futures_util::{future::Either, TryStreamExt};
 use poem::web::Data;
 use poem_openapi::{
     param::{Path, Query},
@@ -173,9 +173,14 @@ impl SomeModelsApi {
         if let Some(body) = generation.and_then(|g| state.listing.get(g)) {
             return Ok(RowsResponse::Ok(JsonRows::cached(body)));
         }
+        // The whole table has a statement of its own that keeps PostgreSQL on the primary key
+        // whatever the table's statistics (`rows::stream_all`); a page's keeps its plan.
         let rows = bounded("listing rows", state.db_timeout, async {
             let client = state.listing_pool.get().await?;
-            rows::stream(client, page).await
+            match whole_table {
+                true => rows::stream_all(client).await.map(Either::Left),
+                false => rows::stream(client, page).await.map(Either::Right),
+            }
         })
         .await?;
         let capture =

@@ -101,7 +101,7 @@ async fn stalled_full_listings_starve_nothing_and_are_cut() {
             .db
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity \
-                 WHERE query LIKE 'SELECT id, name FROM some_model ORDER BY id DESC%' \
+                 WHERE query LIKE '%SELECT id, name FROM some_model ORDER BY id DESC%' \
                  AND wait_event = 'ClientWrite'",
                 &[],
             )

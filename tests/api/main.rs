@@ -21,6 +21,7 @@ mod kafka_sasl;
 mod kafka_tls;
 mod lifecycle;
 mod listing_limits;
+mod listing_plan;
 mod logs;
 mod metrics;
 mod migrations;
