@@ -39,6 +39,7 @@ mod secret_files;
 mod secure_app;
 mod shutdown;
 mod soak;
+mod soak_replicas;
 mod stalled_partition;
 mod test_broker;
 mod tls_proxy;
