@@ -86,7 +86,10 @@ impl Sizes {
             startups: 5,
             rounds: 3,
             delete_rounds: 9,
-            backlog: 2_000_000,
+            backlog: std::env::var("BENCH_BACKLOG")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2_000_000),
         }
     }
 
