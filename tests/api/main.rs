@@ -40,6 +40,7 @@ mod secure_app;
 mod shutdown;
 mod soak;
 mod soak_replicas;
+mod soak_scale;
 mod stalled_partition;
 mod test_broker;
 mod tls_proxy;
