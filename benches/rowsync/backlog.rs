@@ -23,9 +23,10 @@ struct Drain {
     join: Duration,
     drain: Duration,
     peak_mb: f64,
-    /// From the last record applied to resident memory under 25 MB (`None`: not within 30 s).
+    /// From the last record applied to resident memory under 25 MB (`None`: not within
+    /// `sizes.idle_wait`, 30 s in full runs).
     settle: Option<Duration>,
-    /// Resident memory when it got under 25 MB, or after 30 s idle.
+    /// Resident memory when it got under 25 MB, or after `sizes.idle_wait` idle.
     idle_mb: f64,
 }
 
@@ -59,7 +60,7 @@ pub async fn backlog(sizes: &Sizes) -> anyhow::Result<Vec<Figure>> {
         fixture.produce(&topic, values).await?;
 
         let (mut budget, mut baseline) = (Vec::new(), Vec::new());
-        for _ in 0..sizes.rounds {
+        for _ in 0..sizes.backlog_rounds {
             // Alternating, so drift on a shared machine hits both alike.
             budget.push(drain(&fixture, records, &[], sizes).await?);
             baseline.push(
@@ -157,7 +158,7 @@ async fn drain(
     let peak_mb = rowsync.peak_rss_mb()?;
     let idle = Instant::now();
     let (mut settle, mut idle_mb) = (None, rowsync.rss_mb()?);
-    while idle.elapsed() < Duration::from_secs(30) {
+    while idle.elapsed() < sizes.idle_wait {
         idle_mb = rowsync.rss_mb()?;
         if idle_mb < 25.0 {
             settle = Some(idle.elapsed());

@@ -63,6 +63,10 @@ pub struct Sizes {
     pub delete_rounds: usize,
     /// Upserts of the backlog scenario (drained at 3, 12 and 48 partitions).
     pub backlog: usize,
+    /// Rounds of each backlog drain (with and without the budget); the median counts.
+    pub backlog_rounds: usize,
+    /// How long a drained process may take to be back under 25 MB.
+    pub idle_wait: Duration,
 }
 
 impl Sizes {
@@ -90,6 +94,8 @@ impl Sizes {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(2_000_000),
+            backlog_rounds: 3,
+            idle_wait: Duration::from_secs(30),
         }
     }
 
@@ -114,6 +120,8 @@ impl Sizes {
             rounds: 2,
             delete_rounds: 2,
             backlog: 4_800,
+            backlog_rounds: 1,
+            idle_wait: Duration::from_secs(1),
         }
     }
 }
