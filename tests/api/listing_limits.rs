@@ -33,11 +33,12 @@ async fn apply_batch(app: &TestApp, first_id: i64, count: i64, applied_before: u
     started.elapsed()
 }
 
-/// The 99th percentile (nearest rank: the slowest of 50) of 50 `write_to_kafka` calls, each
-/// answering 200.
+/// The 99th percentile (nearest rank: the second slowest of 100) of 100 `write_to_kafka`
+/// calls, each answering 200. (Of 50 it was the slowest alone: one stray pause of a shared
+/// machine failed the bound.)
 async fn write_to_kafka_p99(app: &TestApp) -> Duration {
     let mut latencies = Vec::new();
-    for id in 1..=50 {
+    for id in 1..=100 {
         let started = Instant::now();
         let response = app.write_to_kafka(id).await;
         latencies.push(started.elapsed());
