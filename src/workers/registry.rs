@@ -112,14 +112,7 @@ impl WorkerRegistry {
 
     /// Starts the workers whose stored wish is to run (at start-up).
     pub async fn restore(&self) -> Result<()> {
-        let client = self.deps.pool.get().await?;
-        let wanted = bounded(
-            "reading workers' desired state",
-            self.deps.db_timeout,
-            db::workers::desired_running(&client),
-        )
-        .await?;
-        drop(client);
+        let wanted = self.desired_running().await?;
         let mut running = self.running.lock().await;
         for kind in wanted.iter().filter_map(|name| WorkerKind::from_name(name)) {
             if let std::collections::hash_map::Entry::Vacant(entry) = running.entry(kind) {
@@ -155,14 +148,7 @@ impl WorkerRegistry {
 
     /// Starts and stops workers here to match the desired state in PostgreSQL.
     async fn reconcile(&self) -> Result<()> {
-        let client = self.deps.pool.get().await?;
-        let wanted = bounded(
-            "reading workers' desired state",
-            self.deps.db_timeout,
-            db::workers::desired_running(&client),
-        )
-        .await?;
-        drop(client);
+        let wanted = self.desired_running().await?;
         let mut running = self.running.lock().await;
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
@@ -210,14 +196,7 @@ impl WorkerRegistry {
             return Err(Error::WorkerRunning(kind.name()));
         }
         // Running on another replica: its desired state says so.
-        let client = self.deps.pool.get().await?;
-        let wanted = bounded(
-            "reading workers' desired state",
-            self.deps.db_timeout,
-            db::workers::desired_running(&client),
-        )
-        .await?;
-        drop(client);
+        let wanted = self.desired_running().await?;
         if wanted.iter().any(|name| name == kind.name()) {
             return Err(Error::WorkerRunning(kind.name()));
         }
@@ -276,6 +255,17 @@ impl WorkerRegistry {
             span,
         ));
         RunningWorker { cancel, task }
+    }
+
+    /// Names of the workers whose stored wish is to run, on any replica.
+    async fn desired_running(&self) -> Result<Vec<String>> {
+        let client = self.deps.pool.get().await?;
+        bounded(
+            "reading workers' desired state",
+            self.deps.db_timeout,
+            db::workers::desired_running(&client),
+        )
+        .await
     }
 
     async fn set_desired(&self, kind: WorkerKind, running: bool) -> Result<()> {
