@@ -170,7 +170,10 @@ impl Application {
         let collectors = metrics.registry_mut();
         collectors.register_collector(Box::new(registry.metrics_collector()));
         collectors.register_collector(Box::new(ResponseLogCollector(Arc::clone(&stats))));
-        collectors.register_collector(Box::new(PoolCollector::new(pool.clone())));
+        collectors.register_collector(Box::new(PoolCollector::new(vec![
+            ("main", pool.clone()),
+            ("listing", listing_pool.clone()),
+        ])));
 
         let acceptor = TcpListener::bind(settings.listen_addr)
             .into_acceptor()

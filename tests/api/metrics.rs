@@ -74,7 +74,16 @@ async fn metrics_count_requests_records_batches_the_response_log_and_the_pool() 
     expect(r#"rowsync_worker_running{worker="upcreate"}"#, 1.0);
     expect(r#"rowsync_worker_running{worker="delete"}"#, 0.0);
     expect("rowsync_response_log_records_dropped_total", 0.0);
-    expect(r#"rowsync_db_pool_connections{state="max"}"#, 8.0);
+    expect(
+        r#"rowsync_db_pool_connections{pool="main",state="max"}"#,
+        8.0,
+    );
+    // The listing pool: half the main pool's size (LISTING_MAX_CONCURRENT unset).
+    expect(
+        r#"rowsync_db_pool_connections{pool="listing",state="max"}"#,
+        4.0,
+    );
+    expect(r#"rowsync_db_pool_waiting{pool="listing"}"#, 0.0);
     assert!(
         text.contains("# TYPE rowsync_http_request_duration_seconds histogram"),
         "{text}"
