@@ -1,10 +1,10 @@
-# rowsync as a fully static musl binary (with mimalloc) in an otherwise empty image.
+# rowsync as a fully static musl binary (with jemalloc) in an otherwise empty image.
 # Build: docker build -t rowsync .     Run: docker run --env-file .env -p 8000:8000 rowsync
 # scripts/check-release runs this build stage's cargo command on the host and proves the result:
 # static, starts, serves, passes `rowsync healthcheck`, stops cleanly on SIGTERM.
 
 FROM rust:1-bookworm AS build
-# musl-tools: mimalloc's C code and the lz4 and zstd codecs' C libraries are compiled with musl-gcc. Debian's version is whatever bookworm has.
+# musl-tools: jemalloc's C code and the lz4 and zstd codecs' C libraries are compiled with musl-gcc. Debian's version is whatever bookworm has.
 # hadolint ignore=DL3008
 RUN rustup target add x86_64-unknown-linux-musl \
  && apt-get update \

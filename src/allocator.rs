@@ -1,10 +1,11 @@
-//! Gives mimalloc's free memory back to the OS once the process goes idle. The binary installs
-//! mimalloc as its global allocator; this module only asks it to collect.
+//! The allocator's settings and the task that gives its free memory back to the OS once the
+//! process goes idle. The binary installs jemalloc as its global allocator with [`CONF`]; tests
+//! run on the system allocator, where the collector's calls reach an unused jemalloc.
 //!
 //! Its one task is owned by the [`IdleCollector`] that started it and is aborted when that is
 //! dropped (the binary holds it while it serves).
 
-use std::time::Duration;
+use std::{ffi::c_char, time::Duration};
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::task::AbortOnDropHandle;
@@ -16,13 +17,27 @@ const IDLE_CPU: Duration = Duration::from_millis(5);
 /// Checks at start-up that collect whether idle or not: start-up's garbage is freed all at once.
 const START_UP_CHECKS: u32 = 4;
 
+/// jemalloc's options, read before `main` (the binary exports them as `malloc_conf`). Freed
+/// pages go back to the OS over about a second while the process is busy (`dirty_decay_ms`;
+/// jemalloc's default is 10 s) and at once from the "muzzy" state; the rest the collector gives
+/// back once the process is idle. Background purging threads would do that on their own, but
+/// jemalloc cannot run them in a static musl binary.
+pub const CONF: MallocConf = MallocConf(c"dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+
+/// A C string for jemalloc's `malloc_conf` symbol.
+#[repr(transparent)]
+pub struct MallocConf(*const c_char);
+
+// SAFETY: it points at a 'static C string that nothing writes.
+unsafe impl Sync for MallocConf {}
+
 /// Owns the task that returns freed memory once the process is idle; dropping it stops the task.
 pub struct IdleCollector {
     _task: AbortOnDropHandle<()>,
 }
 
 impl IdleCollector {
-    /// Starts collecting: during start-up, then once after each busy stretch.
+    /// Starts collecting: during start-up, then at every check that finds the process idle.
     pub fn start() -> Self {
         Self {
             _task: AbortOnDropHandle::new(tokio::spawn(return_freed_memory())),
@@ -30,24 +45,43 @@ impl IdleCollector {
     }
 }
 
-/// mimalloc returns freed memory only when the thread holding it next calls into it, so an idle
-/// process would keep it; a busy one keeps reusing its pages, so only an idle one is collected
-/// (the variants tried, measured: BENCHMARKS.md, "The allocator's trade-off").
+/// While busy, decay returns freed pages as the threads allocate; an idle thread never does, so
+/// once the process is idle every arena's free pages are purged, from this one task (jemalloc
+/// purges any thread's arena from any thread, which mimalloc, used before, could not: measured
+/// in BENCHMARKS.md, "The allocator's trade-off").
 async fn return_freed_memory() {
     let mut ticks = tokio::time::interval(CHECK_EVERY);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_cpu = process_cpu_time();
-    let mut collected = false;
     for tick in 0u32.. {
         ticks.tick().await;
         let cpu = process_cpu_time();
         let idle = cpu.saturating_sub(last_cpu) < IDLE_CPU;
         last_cpu = cpu;
-        if tick < START_UP_CHECKS || (idle && !collected) {
-            // SAFETY: mi_collect has no preconditions.
-            unsafe { libmimalloc_sys::mi_collect(true) };
+        // Every idle check, not only the first: what is freed while idle (a pooled connection
+        // closed after `DB_POOL_IDLE_TIMEOUT_MS`, say) decays only as threads allocate. A purge
+        // with nothing to give back costs microseconds.
+        if tick < START_UP_CHECKS || idle {
+            let status = purge_all_arenas();
+            if status != 0 {
+                tracing::debug!(status, "jemalloc refused to purge its arenas");
+            }
         }
-        collected = idle;
+    }
+}
+
+/// Returns every arena's unused dirty pages to the OS (`arena.<MALLCTL_ARENAS_ALL>.purge`;
+/// `MALLCTL_ARENAS_ALL` is 4096 in jemalloc 5). 0, or jemalloc's error number.
+fn purge_all_arenas() -> i32 {
+    // SAFETY: a void mallctl: no value read or written.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"arena.4096.purge".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
     }
 }
 
@@ -89,5 +123,11 @@ mod tests {
             tokio::task::yield_now().await;
         }
         panic!("the collector's task outlived it");
+    }
+
+    #[test]
+    fn the_purge_is_a_command_jemalloc_knows() {
+        // A name it did not know would give ENOENT.
+        assert_eq!(purge_all_arenas(), 0);
     }
 }

@@ -186,6 +186,11 @@ impl Application {
             .context("the listener has no TCP address")?;
         // Last, once the port is ours: a failed bind must leave no worker running.
         registry.restore().await.context("resuming workers")?;
+        // Connections left unused are closed, in both pools.
+        for pool in [&pool, &listing_pool] {
+            let idle = settings.database.pool_idle_timeout();
+            tasks.spawn(db::close_idle_connections(pool.clone(), idle, root.clone()));
+        }
         // From then on, every replica follows the start and stop any replica stores.
         let following = Arc::clone(&registry);
         let cancel = root.clone();

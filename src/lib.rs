@@ -9,7 +9,7 @@
 //!   names each worker's topics; `auth`; `listing`, the limits of streamed listings); `secrets`
 //!   reads the `*_FILE` variables.
 //! - [`telemetry`] — logging (text or JSON lines); [`shutdown`] — the signals that stop it;
-//!   [`allocator`] — returns mimalloc's free memory to the OS once the process is idle.
+//!   [`allocator`] — jemalloc's options; returns its free memory to the OS once the process is idle.
 //! - [`healthcheck`] — `rowsync healthcheck`, a dependency-free probe of `/health/live`.
 //! - [`db`] — pool (and its metrics, `pool_metrics`), TLS (`tls`), migrations (`sql/`), the
 //!   hand-written SQL for rows and stored offsets, what PostgreSQL's errors mean (`errors`:

@@ -5,7 +5,8 @@
 //! resident memory while draining, drain throughput (timed from the group assignment to the
 //! last record, so the consumer group's join, ~3 s on Kafka and tansu alike, is reported apart),
 //! and how long the process takes to be back under 25 MB once idle. `BENCH_BACKLOG` overrides
-//! the number of upserts, `BENCH_BACKLOG_PARTITIONS` the partition counts.
+//! the number of upserts, `BENCH_BACKLOG_PARTITIONS` the partition counts, `BENCH_BACKLOG_ROUNDS`
+//! the rounds (3).
 
 use std::time::{Duration, Instant};
 

@@ -188,8 +188,9 @@ impl Fixture {
             [
                 "KAFKA_FETCH_MAX_WAIT_MS",
                 "KAFKA_FETCH_MAX_BYTES",
+                "KAFKA_FETCH_BUDGET_BYTES",
                 "DB_POOL_SIZE",
-                "MIMALLOC_PURGE_DELAY",
+                "_RJEM_MALLOC_CONF",
             ]
             .into_iter()
             .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?))),

@@ -94,7 +94,10 @@ impl Sizes {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(2_000_000),
-            backlog_rounds: 3,
+            backlog_rounds: std::env::var("BENCH_BACKLOG_ROUNDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(3),
             idle_wait: Duration::from_secs(30),
         }
     }

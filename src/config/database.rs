@@ -69,6 +69,12 @@ pub struct DatabaseSettings {
     /// Most connections the pool opens.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_pool_size: u32,
+    /// A pooled connection left unused this long, in milliseconds, is closed, all but the most
+    /// recently used one (HikariCP's `idleTimeout` with one idle connection kept): each keeps
+    /// buffers as large as the largest batch it carried, which a quiet replica gives back; the
+    /// pool opens connections again on demand.
+    #[arg(long, env = "DB_POOL_IDLE_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1_000..))]
+    pub db_pool_idle_timeout_ms: u64,
 }
 
 /// Everything needed to open a PostgreSQL connection.
@@ -195,6 +201,11 @@ impl DatabaseSettings {
     /// Upper bound on any single PostgreSQL operation.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.db_timeout_ms)
+    }
+
+    /// How long a pooled connection may stay unused before it is closed.
+    pub fn pool_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_pool_idle_timeout_ms)
     }
 
     /// The schema rowsync's tables live in.

@@ -1,7 +1,7 @@
 //! PostgreSQL: the connection pool and the embedded migrations; every connection goes through
 //! [`tls`]. The SQL lives in [`rows`], [`offsets`] and [`workers`]; [`errors`] says what
 //! PostgreSQL's errors mean; [`row_reads`] shares single-row reads; [`pool_metrics`] exports the
-//! pool's usage.
+//! pools' usage; [`close_idle_connections`] closes what a pool no longer uses.
 
 pub mod changes;
 pub mod errors;
@@ -15,7 +15,9 @@ pub mod workers;
 use std::time::Duration;
 
 use anyhow::Context;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 
 use crate::{config::DatabaseSettings, error::error_chain};
 
@@ -99,12 +101,50 @@ pub fn pool_of_size(settings: &DatabaseSettings, size: usize) -> anyhow::Result<
     );
     Pool::builder(manager)
         .max_size(size)
+        // The most recently used connection first: a quiet spell leaves the others unused, so
+        // `close_idle_connections` can close them.
+        .queue_mode(QueueMode::Lifo)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(settings.timeout()))
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()
         .context("building the PostgreSQL pool")
+}
+
+/// Closes the connections `pool` has left unused for longer than `idle_timeout`, all but the
+/// most recently used one, looking a few times per timeout, until `cancel`. A connection keeps
+/// buffers as large as the largest statement it sent and the largest answer it read (hundreds
+/// of KB after a full-size batch), so a replica that goes quiet gives that memory back; the one
+/// kept open spares occasional requests a new connection (a few milliseconds, more with TLS).
+pub async fn close_idle_connections(pool: Pool, idle_timeout: Duration, cancel: CancellationToken) {
+    let mut ticks = tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(250)));
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        // The most recently used idle connection stays; only older ones can go.
+        let last_used =
+            |metrics: &deadpool_postgres::Metrics| metrics.recycled.unwrap_or(metrics.created);
+        let mut freshest = None;
+        pool.retain(|_, metrics| {
+            freshest = freshest.max(Some(last_used(&metrics)));
+            true
+        });
+        let Some(freshest) = freshest else { continue };
+        let closed = pool
+            .retain(|_, metrics| {
+                let used = last_used(&metrics);
+                used.elapsed() < idle_timeout || used >= freshest
+            })
+            .removed
+            .len();
+        if closed > 0 {
+            tracing::debug!(closed, "closed idle PostgreSQL connections");
+        }
+    }
 }
 
 /// Creates the schema if needed and applies pending migrations.

@@ -84,6 +84,7 @@ pub fn fresh_settings() -> Settings {
             db_sslkey: None,
             db_schema: Some(format!("test_{suffix}")),
             db_pool_size: 8,
+            db_pool_idle_timeout_ms: 5_000,
             // Short, so a hanging PostgreSQL shows as `retrying` well within a test's deadline.
             db_timeout_ms: 5_000,
         },
@@ -96,7 +97,7 @@ pub fn fresh_settings() -> Settings {
             kafka_request_timeout_ms: 10_000,
             kafka_fetch_max_bytes: 4 * 1024 * 1024,
             kafka_fetch_max_wait_ms: 500,
-            kafka_fetch_budget_bytes: 8 * 1024 * 1024,
+            kafka_fetch_budget_bytes: 3 * 1024 * 1024,
             kafka_compression: None,
             kafka_security_protocol: Default::default(),
             kafka_sasl_mechanism: None,

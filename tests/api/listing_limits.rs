@@ -2,27 +2,37 @@
 //! `LISTING_MAX_CONCURRENT` connections of the listing pool, never the main pool's: the workers,
 //! `write_to_kafka`, small pages and readiness keep answering; listings beyond the limit get 503
 //! with `Retry-After` at once; after `HTTP_SEND_TIMEOUT_MS` the stalled listings are cut and
-//! their connections come back.
+//! their connections come back. Against the binary (`scripts/test` runs the shipped static
+//! release build), configured by its environment.
 
 use std::time::{Duration, Instant};
 
 use crate::{
-    api_client::{read_until_closed, unread_request},
+    api_client::{read_until_closed, unread_request, ApiClient},
     helpers::{eventually, fresh_settings, update, TestApp},
+    process::{observer, RowsyncProcess},
 };
 
 const LIMIT: u32 = 2;
 const SEND_TIMEOUT: Duration = Duration::from_secs(6);
 
-/// Produces `count` upserts from `first_id` on and returns how long the worker took to apply
-/// them (its `records_applied` reaching `applied_before + count`).
-async fn apply_batch(app: &TestApp, first_id: i64, count: i64, applied_before: u64) -> Duration {
+/// Produces `count` upserts from `first_id` on (through `observer`'s Kafka client) and returns
+/// how long `app`'s worker took to apply them (its `records_applied` reaching
+/// `applied_before + count`).
+async fn apply_batch(
+    app: &ApiClient,
+    observer: &TestApp,
+    first_id: i64,
+    count: i64,
+    applied_before: u64,
+) -> Duration {
     let values: Vec<String> = (first_id..first_id + count)
         .map(|id| update(id, "loaded"))
         .collect();
     let values: Vec<&str> = values.iter().map(String::as_str).collect();
     let started = Instant::now();
-    app.produce(&app.settings.topics.updates_topic, 0, &values)
+    observer
+        .produce(&observer.settings.topics.updates_topic, 0, &values)
         .await;
     let target = applied_before + count as u64;
     eventually("the worker to apply the batch", || async {
@@ -36,7 +46,7 @@ async fn apply_batch(app: &TestApp, first_id: i64, count: i64, applied_before: u
 /// The 99th percentile (nearest rank: the second slowest of 100) of 100 `write_to_kafka`
 /// calls, each answering 200. (Of 50 it was the slowest alone: one stray pause of a shared
 /// machine failed the bound.)
-async fn write_to_kafka_p99(app: &TestApp) -> Duration {
+async fn write_to_kafka_p99(app: &ApiClient) -> Duration {
     let mut latencies = Vec::new();
     for id in 1..=100 {
         let started = Instant::now();
@@ -53,22 +63,33 @@ async fn write_to_kafka_p99(app: &TestApp) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load test: scripts/test runs it alone after the suite"]
 async fn stalled_full_listings_starve_nothing_and_are_cut() {
-    let mut settings = fresh_settings();
-    settings.database.db_pool_size = 8;
-    settings.listing.listing_max_concurrent = Some(LIMIT);
-    settings.listing.http_send_timeout_ms = SEND_TIMEOUT.as_millis() as u64;
-    let app = TestApp::start(settings).await;
-    app.db
+    let settings = fresh_settings();
+    let observer = observer(&settings).await;
+    observer
+        .db
         .batch_execute(
             "INSERT INTO some_model (id, name) \
              SELECT i, 'row number ' || i FROM generate_series(1, 1000000) AS i",
         )
         .await
         .expect("inserting a million rows");
+    let app = RowsyncProcess::start_with(
+        &settings,
+        &[
+            ("DB_POOL_SIZE", "8"),
+            ("LISTING_MAX_CONCURRENT", &LIMIT.to_string()),
+            (
+                "HTTP_SEND_TIMEOUT_MS",
+                &SEND_TIMEOUT.as_millis().to_string(),
+            ),
+        ],
+        None,
+    )
+    .await;
     app.start_upcreate().await;
 
     // Unloaded: the worker's time for a batch.
-    let unloaded = apply_batch(&app, 2_000_000, 500, 0).await;
+    let unloaded = apply_batch(&app, &observer, 2_000_000, 500, 0).await;
     let unloaded_p99 = write_to_kafka_p99(&app).await;
 
     // 4 × the limit clients ask for the full listing and read nothing.
@@ -98,7 +119,7 @@ async fn stalled_full_listings_starve_nothing_and_are_cut() {
 
     // The streamed listings have filled every buffer on their way: PostgreSQL waits to write.
     eventually("both listings to stall on their clients", || async {
-        let row = app
+        let row = observer
             .db
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity \
@@ -128,7 +149,7 @@ async fn stalled_full_listings_starve_nothing_and_are_cut() {
     let ready = app.ready().await;
     assert_eq!(ready.status(), 200, "{:?}", ready.text().await);
     // The worker applies at no less than half its unloaded rate (plus a fetch wait of slack).
-    let loaded = apply_batch(&app, 2_100_000, 500, 500).await;
+    let loaded = apply_batch(&app, &observer, 2_100_000, 500, 500).await;
     assert!(
         loaded <= unloaded * 2 + Duration::from_millis(500),
         "loaded {loaded:?} vs unloaded {unloaded:?}"
@@ -179,9 +200,9 @@ async fn stalled_full_listings_starve_nothing_and_are_cut() {
     );
 
     // Their response-log records say the body was cut.
-    let topic = app.settings.topics.rest_log_topic.clone();
+    let topic = observer.settings.topics.rest_log_topic.clone();
     eventually("the cut listings' response-log records", || async {
-        let records = app.read_topic(&topic).await;
+        let records = observer.read_topic(&topic).await;
         let cut: Vec<serde_json::Value> = records
             .iter()
             .filter_map(|(_, r)| serde_json::from_slice(r.record.value.as_deref()?).ok())
@@ -198,5 +219,6 @@ async fn stalled_full_listings_starve_nothing_and_are_cut() {
         assert_eq!(record["data"], serde_json::Value::Null, "{record}");
     });
 
-    app.cleanup().await;
+    drop(app);
+    observer.cleanup().await;
 }

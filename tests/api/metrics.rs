@@ -1,8 +1,8 @@
-//! `GET /metrics`: Prometheus text with requests, worker counters, the response log and the pool.
+//! `GET /metrics`: Prometheus text with requests, worker counters, the response log and the pools.
 
 use serde_json::json;
 
-use crate::helpers::{eventually, spawn_app};
+use crate::helpers::{eventually, fresh_settings, spawn_app, TestApp};
 
 /// The value of the sample whose name and labels are exactly `series`.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -88,5 +88,41 @@ async fn metrics_count_requests_records_batches_the_response_log_and_the_pool() 
         text.contains("# TYPE rowsync_http_request_duration_seconds histogram"),
         "{text}"
     );
+    app.cleanup().await;
+}
+
+/// `DB_POOL_IDLE_TIMEOUT_MS`: connections left unused that long are closed (their buffers
+/// with them), all but the most recently used one, as `rowsync_db_pool_connections` shows.
+#[tokio::test]
+async fn idle_pool_connections_are_closed_but_the_most_recent_one() {
+    let mut settings = fresh_settings();
+    settings.database.db_pool_idle_timeout_ms = 1_000;
+    let app = TestApp::start(settings).await;
+    let open = |text: &str| {
+        let state = |s: &str| {
+            sample(
+                text,
+                &format!(r#"rowsync_db_pool_connections{{pool="main",state="{s}"}}"#),
+            )
+            .expect("the main pool's gauges")
+        };
+        state("idle") + state("in_use")
+    };
+    // Several pages at once: the pool opens several connections.
+    let pages = (0..16).map(|_| app.get("/api/some_models/?limit=5"));
+    for page in futures_util::future::join_all(pages).await {
+        assert_eq!(page.status(), 200);
+    }
+    let opened = open(&app.metrics().await);
+    assert!(opened >= 2.0, "{opened} connections");
+    // Quiet for longer than the timeout: all closed but one (which the workers' re-read of
+    // their desired state, every 5 s, and readiness keep using).
+    eventually("the idle connections to be closed", || async {
+        let open = open(&app.metrics().await);
+        (open == 1.0).then_some(()).ok_or(open)
+    })
+    .await;
+    let page = app.get("/api/some_models/?limit=5").await;
+    assert_eq!(page.status(), 200);
     app.cleanup().await;
 }

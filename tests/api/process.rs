@@ -8,7 +8,7 @@ use rowsync::config::Settings;
 use secrecy::ExposeSecret;
 use tokio::process::{Child, Command};
 
-use crate::helpers::{eventually, ApiClient};
+use crate::helpers::{eventually, ApiClient, TestApp};
 
 /// A running `rowsync` process; derefs to the client of its API. Killed when dropped.
 pub struct RowsyncProcess {
@@ -31,12 +31,28 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The binary the tests run: `ROWSYNC_BIN` when set (`scripts/test` points the load tests at
+/// the shipped static release binary), else the one cargo built for the tests.
+pub fn binary() -> std::path::PathBuf {
+    std::env::var_os("ROWSYNC_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_rowsync").into())
+}
+
+/// An in-process app started on `settings` (creating the schema, its table and the topics) and
+/// stopped again: its database and Kafka clients then watch what child processes do.
+pub async fn observer(settings: &Settings) -> TestApp {
+    let mut observer = TestApp::start(settings.clone()).await;
+    observer.stop().await;
+    observer
+}
+
 /// The binary with no inherited environment (nor a `.env` file), listening on `port`, given the
 /// schema, brokers, topics and consumer-group settings of `settings`; how it reaches PostgreSQL, and its log filter, are
 /// the caller's to add. Killed when dropped.
 pub fn command(settings: &Settings, port: u16) -> Command {
     let (topics, group) = (&settings.topics, &settings.group);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rowsync"));
+    let mut command = Command::new(binary());
     command
         .env_clear()
         .current_dir(std::env::temp_dir())

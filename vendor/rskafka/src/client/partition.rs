@@ -923,8 +923,17 @@ fn extract_records(
     let mut aborted_transactions = aborted_transactions.into_iter().peekable();
     let mut aborted_producers = HashSet::new();
 
+    // One allocation of the exact size: reserving batch by batch lets the vector double, and
+    // the slack (up to half of it, at ~100 bytes a record) outweighed the fetched bytes.
+    let record_count = batches
+        .iter()
+        .map(|batch| match &batch.records {
+            ControlBatchOrRecords::Records(records) => records.len(),
+            ControlBatchOrRecords::ControlBatch(_) => 0,
+        })
+        .sum();
     let mut fetched = FetchedRecords {
-        records: vec![],
+        records: Vec::with_capacity(record_count),
         high_watermark: partition.high_watermark.0,
         last_stable_offset: partition.last_stable_offset.map(|offset| offset.0),
         first_offset: batches.first().map(|batch| batch.base_offset),
@@ -1398,6 +1407,25 @@ mod tests {
             vec![10, 11, 12, 13, 14, 16, 17, 19, 20, 21, 22, 25, 26, 28]
         );
         assert_eq!(fetched.next_offset, Some(30));
+    }
+
+    #[test]
+    fn the_records_take_one_allocation_of_the_exact_size() {
+        // Three batches of ten: reserving batch by batch would double the vector to 40.
+        let fetched = fetch(
+            0,
+            response(
+                &[],
+                &[
+                    data(0, 9, NO_PRODUCER_ID, false),
+                    data(10, 19, NO_PRODUCER_ID, false),
+                    data(20, 29, NO_PRODUCER_ID, false),
+                ],
+            ),
+        )
+        .unwrap();
+        assert_eq!(offsets(&fetched), (0..30).collect::<Vec<_>>());
+        assert_eq!(fetched.records.capacity(), 30);
     }
 
     #[test]
