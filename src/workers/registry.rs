@@ -112,8 +112,8 @@ impl WorkerRegistry {
 
     /// Starts the workers whose stored wish is to run (at start-up).
     pub async fn restore(&self) -> Result<()> {
-        let wanted = self.desired_running().await?;
         let mut running = self.running.lock().await;
+        let wanted = self.desired_running().await?;
         for kind in wanted.iter().filter_map(|name| WorkerKind::from_name(name)) {
             if let std::collections::hash_map::Entry::Vacant(entry) = running.entry(kind) {
                 entry.insert(self.spawn(kind));
@@ -148,11 +148,13 @@ impl WorkerRegistry {
 
     /// Starts and stops workers here to match the desired state in PostgreSQL.
     async fn reconcile(&self) -> Result<()> {
-        let wanted = self.desired_running().await?;
+        // Read under the lock: read before it, a start or stop made meanwhile on this replica
+        // would be undone by the older reading (the worker stopped and started again).
         let mut running = self.running.lock().await;
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
+        let wanted = self.desired_running().await?;
         for kind in WorkerKind::ALL {
             let want = wanted.iter().any(|name| name == kind.name());
             if want && !running.contains_key(&kind) {

@@ -77,8 +77,9 @@ async fn after_shutdown_every_task_the_app_started_has_ended() {
     let tasks = app.tasks();
     assert_eq!(
         tasks.len(),
-        5,
-        "the change listener (2 tasks), the workers' desired-state follower, the shared row reads and the response-log publisher"
+        7,
+        "the change listener (2 tasks), the workers' desired-state follower, the shared row \
+         reads, the response-log publisher and each pool's closing of idle connections (2)"
     );
     let api = ApiClient::on_port(app.port());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
