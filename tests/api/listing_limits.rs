@@ -13,6 +13,9 @@ use crate::{
     process::{observer, RowsyncProcess},
 };
 
+/// `DB_POOL_SIZE`: the main pool's connections.
+const POOL_SIZE: u32 = 8;
+/// `LISTING_MAX_CONCURRENT`: full listings streamed at once.
 const LIMIT: u32 = 2;
 const SEND_TIMEOUT: Duration = Duration::from_secs(6);
 
@@ -76,7 +79,7 @@ async fn stalled_full_listings_starve_nothing_and_are_cut() {
     let app = RowsyncProcess::start_with(
         &settings,
         &[
-            ("DB_POOL_SIZE", "8"),
+            ("DB_POOL_SIZE", &POOL_SIZE.to_string()),
             ("LISTING_MAX_CONCURRENT", &LIMIT.to_string()),
             (
                 "HTTP_SEND_TIMEOUT_MS",
@@ -92,9 +95,10 @@ async fn stalled_full_listings_starve_nothing_and_are_cut() {
     let unloaded = apply_batch(&app, &observer, 2_000_000, 500, 0).await;
     let unloaded_p99 = write_to_kafka_p99(&app).await;
 
-    // 4 × the limit clients ask for the full listing and read nothing.
+    // 4 × DB_POOL_SIZE clients ask for the full listing and read nothing: the limit's worth
+    // stream (and stall), the rest are refused.
     let mut stalled = Vec::new();
-    for _ in 0..4 * LIMIT {
+    for _ in 0..4 * POOL_SIZE {
         stalled.push(unread_request(app.port(), "/api/some_models/").await);
     }
     // Every slot taken: one more listing is refused at once, with Retry-After.
