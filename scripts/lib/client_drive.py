@@ -109,11 +109,14 @@ class Driver:
         upcreate = self.call("workers", "get_worker", 200, m.WorkerStatus, "upcreate")
         assert (upcreate.name, upcreate.state) == ("upcreate", running), upcreate
         assert isinstance(upcreate.since, datetime.datetime), upcreate.since
-        # Once positioned, every partition is reported; the generated models must parse each
-        # (a field the spec types as a date-time must never arrive as null).
+        # A partition is reported once the group assigns it, and gains its next offset once its
+        # loop is positioned; the generated models must parse each state (a field the spec
+        # types as a date-time must never arrive as null).
         deadline = time.monotonic() + 10
-        while len(upcreate.partitions) < 3:
-            assert time.monotonic() < deadline, f"partitions not reported in 10 s: {upcreate}"
+        while len(upcreate.partitions) < 3 or not all(
+            isinstance(partition.next_offset, int) for partition in upcreate.partitions
+        ):
+            assert time.monotonic() < deadline, f"partitions not positioned in 10 s: {upcreate}"
             time.sleep(0.05)
             upcreate = self.call("workers", "get_worker", 200, m.WorkerStatus, "upcreate")
         for partition in upcreate.partitions:
