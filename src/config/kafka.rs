@@ -33,13 +33,16 @@ pub struct KafkaSettings {
     /// Most bytes a worker fetches from one partition at once: the upper bound of a batch.
     #[arg(long, env = "KAFKA_FETCH_MAX_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(i32).range(1024..))]
     pub kafka_fetch_max_bytes: i32,
-    /// Most bytes one worker may have fetched and not yet applied, over all its partitions
-    /// (as librdkafka's `queued.max.messages.kbytes` bounds a consumer's queue): each of the N
-    /// partitions a replica holds fetches at most a (2 N)th of it at once, since it holds a
-    /// batch being applied and the next one being fetched (never less than 16 KiB, never more
-    /// than `KAFKA_FETCH_MAX_BYTES`). Bounds the memory a backlog can take whatever the number
-    /// of partitions: decoded, the records take about eight times their fetched size, so the
-    /// default (3 MiB) keeps a draining replica near 60 MB.
+    /// Most record bytes (keys, values, headers) one worker may hold, fetched and not yet
+    /// applied, over all its partitions (as librdkafka's `queued.max.messages.kbytes` bounds a
+    /// consumer's queue). A partition fetches only when the bytes it expects (its last answer,
+    /// or the worker's) fit under what the others hold, in turn; brokers answer with whole
+    /// record batches, so an answer larger than asked for is counted as it is and the next
+    /// fetches wait until enough is applied. Each of the N partitions a replica holds asks for
+    /// at most a (2 N)th of it at once (never less than 16 KiB, never more than
+    /// `KAFKA_FETCH_MAX_BYTES`). Bounds the memory a backlog can take whatever the number of
+    /// partitions and the producer's batch size: decoded, records take several times their
+    /// bytes, so the default (3 MiB) keeps a draining replica near 60 MB.
     #[arg(long, env = "KAFKA_FETCH_BUDGET_BYTES", default_value_t = 3 * 1024 * 1024, value_parser = clap::value_parser!(i64).range(65_536..))]
     pub kafka_fetch_budget_bytes: i64,
     /// Longest, in milliseconds, the broker may hold a worker's fetch open waiting for new

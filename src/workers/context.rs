@@ -19,6 +19,7 @@ use rskafka::{
 
 use super::{
     dead_letter::DeadLetterQueue,
+    fetch_budget::FetchBudget,
     kind::WorkerKind,
     lease::{Lease, Positions},
     metrics::BatchMetrics,
@@ -83,6 +84,8 @@ pub struct WorkerContext {
     pub(super) fetch_max_bytes: i32,
     /// Most bytes all the worker's partitions may have fetched and not yet applied.
     pub(super) fetch_budget_bytes: i64,
+    /// The record bytes the worker's partitions hold now, against `fetch_budget_bytes`.
+    pub(super) fetch_budget: Arc<FetchBudget>,
     /// Partitions this replica consumes now (its group assignment), sharing the budget.
     pub(super) assigned_partitions: AtomicUsize,
     /// Longest the broker may hold a fetch open waiting for records (tansu needs ≥ 1 ms).
@@ -117,6 +120,7 @@ impl WorkerContext {
             topic_layout: deps.topic_layout,
             fetch_max_bytes: deps.fetch_max_bytes,
             fetch_budget_bytes: deps.fetch_budget_bytes,
+            fetch_budget: FetchBudget::new(deps.fetch_budget_bytes),
             assigned_partitions: AtomicUsize::new(0),
             fetch_max_wait_ms: deps.fetch_max_wait_ms,
             batch_metrics: deps.batch_metrics.clone(),

@@ -1,6 +1,6 @@
 //! Reading one partition ([`Fetcher`]): its connection, fetch sizes that start small and grow,
-//! the next batch fetched (and decoded) while the current one is applied, and covering fetches
-//! from a batch boundary. Where to read from is [`resume`](super::resume)'s; what to do with the
+//! the next batch fetched (and decoded) while the current one is applied, each fetch waiting for
+//! room in the worker's [`FetchBudget`], and covering fetches from a batch boundary. Where to read from is [`resume`](super::resume)'s; what to do with the
 //! records is [`partition`](super::partition)'s.
 
 use std::{sync::Arc, time::Duration};
@@ -14,7 +14,11 @@ use rskafka::{
 };
 use tokio::task::JoinHandle;
 
-use super::{batch::DecodedBatch, context::WorkerContext};
+use super::{
+    batch::DecodedBatch,
+    context::WorkerContext,
+    fetch_budget::{FetchBudget, Held},
+};
 use crate::error::{bounded, Error, Result};
 
 /// Bytes the first fetch after (re)positioning asks for; each fetch that returns records
@@ -42,6 +46,9 @@ pub(super) struct Fetcher {
     /// Bytes the next fetch asks for: [`FIRST_FETCH_BYTES`] after positioning, growing to the
     /// configured maximum.
     fetch_bytes: i32,
+    /// Record bytes of this partition's last answer: what its next fetch reserves at least
+    /// (the broker answers with whole batches, so an answer can be larger than asked for).
+    last_answer_bytes: i64,
 }
 
 /// A fetch's answer: its records from the offset asked for on, and those records decoded when
@@ -49,6 +56,8 @@ pub(super) struct Fetcher {
 pub(super) struct Answer {
     fetched: FetchedRecords,
     batch: Option<Box<dyn DecodedBatch>>,
+    /// The records' bytes, held from the worker's fetch budget until they are applied.
+    held: Held,
 }
 
 impl Answer {
@@ -66,6 +75,8 @@ pub(super) enum Fetched {
         records: Vec<RecordAndOffset>,
         batch: Option<Box<dyn DecodedBatch>>,
         next: i64,
+        /// The records' share of the worker's fetch budget: drop it once they are applied.
+        held: Held,
     },
     /// Only batches with nothing to apply (transaction markers, aborted records) up to `to`.
     Skipped {
@@ -88,6 +99,7 @@ impl Fetcher {
             partition,
             client: Arc::new(client),
             prefetch: None,
+            last_answer_bytes: 0,
         })
     }
 
@@ -101,26 +113,37 @@ impl Fetcher {
         self.fetch_bytes = grown_fetch_bytes(self.fetch_bytes, self.context.partition_fetch_max());
     }
 
-    /// Starts fetching from `from` in the background, for the next step.
+    /// Starts fetching from `from` in the background, for the next step, once the worker's
+    /// fetch budget has room.
     pub(super) fn start_prefetch(&mut self, from: i64) {
         self.drop_prefetch();
         let client = Arc::clone(&self.client);
+        let budget = Arc::clone(&self.context.fetch_budget);
+        let expected = self.expected_bytes();
         let (max_bytes, max_wait) = (self.fetch_bytes, self.context.fetch_max_wait_ms);
         let timeout = self.context.kafka.timeout();
         let kind = self.context.kind;
         let task = tokio::spawn(async move {
-            let mut fetched = raw_fetch(&client, from, max_bytes, max_wait, timeout).await?;
-            keep_from(&mut fetched.records, from);
+            let mut answer = budgeted_fetch(
+                &budget, expected, &client, from, max_bytes, max_wait, timeout,
+            )
+            .await?;
             // Decoded here only when the batch starts where asked; otherwise `records` fetches
             // again and the batch is decoded when applied.
-            let batch = fetched
-                .records
+            let records = &answer.fetched.records;
+            answer.batch = records
                 .first()
                 .is_some_and(|r| r.offset == from)
-                .then(|| kind.decode(&fetched.records));
-            Ok(Answer { fetched, batch })
+                .then(|| kind.decode(records));
+            Ok(answer)
         });
         self.prefetch = Some((from, task));
+    }
+
+    /// What the next fetch reserves at least: what it asks for, or this partition's last
+    /// answer if that was larger.
+    fn expected_bytes(&self) -> i64 {
+        i64::from(self.fetch_bytes).max(self.last_answer_bytes)
     }
 
     /// Abandons a background fetch (its records were never applied, so nothing is lost).
@@ -143,13 +166,16 @@ impl Fetcher {
                     task.abort();
                 }
                 let (max_bytes, max_wait) = (self.fetch_bytes, self.context.fetch_max_wait_ms);
-                let timeout = self.context.kafka.timeout();
-                raw_fetch(&self.client, position, max_bytes, max_wait, timeout)
-                    .await
-                    .map(|fetched| Answer {
-                        fetched,
-                        batch: None,
-                    })
+                budgeted_fetch(
+                    &self.context.fetch_budget,
+                    self.expected_bytes(),
+                    &self.client,
+                    position,
+                    max_bytes,
+                    max_wait,
+                    self.context.kafka.timeout(),
+                )
+                .await
             }
         };
         let answer = match answer {
@@ -160,6 +186,7 @@ impl Fetcher {
             })) => return Ok(None),
             Err(error) => return Err(error),
         };
+        self.last_answer_bytes = answer.held.bytes();
         self.context.stats.update(self.partition, |p| {
             p.high_watermark = Some(answer.high_watermark());
         });
@@ -179,6 +206,7 @@ impl Fetcher {
                     last_stable_offset,
                 },
             mut batch,
+            mut held,
         } = answer;
         keep_from(&mut records, position);
         // Kafka answers a fetch from inside a record batch with that whole batch; tansu answers
@@ -195,6 +223,7 @@ impl Fetcher {
             let covering = self.covering(position).await?;
             (records, next_offset) = (covering.records, covering.next_offset);
             batch = None;
+            held.settle(&records);
         }
         // Past the last batch of the answer: transaction markers and aborted records after the
         // last record are moved past too.
@@ -206,6 +235,7 @@ impl Fetcher {
                 records,
                 batch,
                 next,
+                held,
             }
         } else if next > position {
             Fetched::Skipped { to: next }
@@ -277,6 +307,28 @@ async fn raw_fetch(
         client.fetch_records_detailed(position, 1..max_bytes, max_wait_ms),
     )
     .await
+}
+
+/// One fetch from `position` once `budget` has room for `expected` bytes, holding the bytes of
+/// the records at or after `position` it brought.
+async fn budgeted_fetch(
+    budget: &Arc<FetchBudget>,
+    expected: i64,
+    client: &PartitionClient,
+    position: i64,
+    max_bytes: i32,
+    max_wait_ms: i32,
+    timeout: Duration,
+) -> Result<Answer> {
+    let mut held = budget.reserve(expected).await;
+    let mut fetched = raw_fetch(client, position, max_bytes, max_wait_ms, timeout).await?;
+    keep_from(&mut fetched.records, position);
+    held.settle(&fetched.records);
+    Ok(Answer {
+        fetched,
+        batch: None,
+        held,
+    })
 }
 
 /// Keeps the records at or after `position`, each offset once, in order. A batch can start

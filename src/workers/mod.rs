@@ -11,7 +11,8 @@
 //! - `partition` ([`PartitionConsumer`]): a partition's step and the loop that repeats it.
 //! - `commit`: a batch's transaction (offset, rows, dead letters), retries and counters.
 //! - `resume`: where a partition resumes (stored offsets, fingerprints, recreated topics).
-//! - `fetch`: reading a partition (fetch sizes, the batch fetched ahead, covering fetches).
+//! - `fetch`: reading a partition (fetch sizes, the batch fetched ahead, covering fetches);
+//!   `fetch_budget`: the bytes all of a worker's partitions may hold, fetched and not applied.
 //! - [`context`]: what a worker's loops share, built from the registry's [`WorkerDeps`];
 //!   `lease`: the group lease every commit checks and the positions mirrored to Kafka.
 //! - [`metrics`]: what the workers export to Prometheus (batch histograms, counters, state).
@@ -32,6 +33,7 @@ pub mod dead_letter;
 mod delete;
 pub mod failures;
 mod fetch;
+mod fetch_budget;
 mod generation;
 mod kind;
 mod lease;

@@ -139,11 +139,15 @@ impl PartitionConsumer {
                 records,
                 batch,
                 next,
+                held,
             } => {
                 tracing::debug!(records = records.len(), next, "fetched");
                 reader.grow();
                 reader.start_prefetch(next);
-                match commit.batch(&records, batch, next).await {
+                let applied = commit.batch(&records, batch, next).await;
+                // Applied (or rolled back): the records' bytes go back to the worker's budget.
+                drop((records, held));
+                match applied {
                     Ok((valid, invalid)) => {
                         position.stored(next);
                         Step::Applied { valid, invalid }

@@ -13,7 +13,7 @@ use tokio::{
 use crate::{
     api_client::ApiClient,
     helpers::{eventually, eventually_within, fresh_settings, TestApp},
-    process::{observer, RowsyncProcess},
+    process::{memory_kib, observer, RowsyncProcess},
 };
 
 /// A request line and one header, and then nothing.
@@ -37,12 +37,7 @@ fn raise_open_files_limit() -> u64 {
 
 /// Resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    memory_kib(pid, "VmRSS:").expect("VmRSS")
 }
 
 /// Opens `n` connections to `port` and sends each [`HALF_REQUEST`]; returns them with the time

@@ -4,6 +4,7 @@
 mod api_client;
 mod auth;
 mod cli;
+mod commit_log;
 mod compression;
 mod consumer_groups;
 mod consumer_steps;

@@ -31,6 +31,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A line of `/proc/<pid>/status` (`VmHWM:`, the peak resident set; `VmRSS:`, the current), in
+/// KiB.
+pub fn memory_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The binary the tests run: `ROWSYNC_BIN` when set (`scripts/test` points the load tests at
 /// the shipped static release binary), else the one cargo built for the tests.
 pub fn binary() -> std::path::PathBuf {

@@ -55,9 +55,10 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::{
+    commit_log::{assert_tiled, committed_batches, log_commits, stored_offsets, Commit},
     helpers::{eventually, eventually_within, ApiClient, TestApp, PARTITIONS},
     implied_table::{last_upserts, ImpliedTable},
-    process::{command, database_url_of, free_port, RowsyncProcess},
+    process::{command, database_url_of, free_port, memory_kib, RowsyncProcess},
     soak::{env_or, inject_faults, soak_settings, Stream},
     test_broker::TestBroker,
 };
@@ -134,7 +135,7 @@ async fn replicas_killed_at_random_through_random_faults_apply_every_record_exac
 
     // Exact: the committed batches tile every partition; each credited from the topic.
     let commits = committed_batches(&app).await;
-    log.assert_tiled(&commits);
+    assert_tiled(&log.ends, &commits);
     let credited = log.credit(&commits);
     let applied: u64 = credited.values().map(|c| c.0).sum();
     let invalid: u64 = credited.values().map(|c| c.1).sum();
@@ -157,7 +158,7 @@ async fn replicas_killed_at_random_through_random_faults_apply_every_record_exac
         .counters
         .values()
         .fold(Counters::default(), |a, c| a + *c);
-    let this_process_rss = peak_rss_kib(std::process::id()).unwrap_or_default();
+    let this_process_rss = memory_kib(std::process::id(), "VmHWM:").unwrap_or_default();
     println!(
         "soak-replicas: {} records in the topic ({} produced, {} produce retries), {} replicas, \
          {} kills ({} failed starts), {} faults; produced in {produced_in:.1?}, faults and kills \
@@ -381,7 +382,9 @@ impl Ledger {
     }
 
     fn observe_rss(&mut self, pid: Option<u32>) {
-        let rss = pid.and_then(peak_rss_kib).unwrap_or_default();
+        let rss = pid
+            .and_then(|pid| memory_kib(pid, "VmHWM:"))
+            .unwrap_or_default();
         self.peak_rss_kib = self.peak_rss_kib.max(rss);
     }
 }
@@ -434,13 +437,6 @@ async fn read_counters(api: &ApiClient) -> Option<Counters> {
         .await
         .ok()
         .flatten()
-}
-
-/// A process's peak resident set (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// `settings` with PostgreSQL connections named `name` (`application_name`), which the commit
@@ -513,71 +509,6 @@ async fn start_child(settings: &Settings, name: &str, incarnation: u32) -> (Rows
     (process, failed.into_inner())
 }
 
-/// Adds the commit log to the test's schema: a trigger that records, in the transaction that
-/// moves it, each move of the upcreate worker's stored offset (from where, to where, by which
-/// connection's `application_name`). An insert is a partition's first batch: from offset 0.
-async fn log_commits(app: &TestApp) {
-    let schema = app.settings.database.schema();
-    app.db
-        .batch_execute(&format!(
-            r#"
-            CREATE TABLE soak_commits (
-                id bigserial PRIMARY KEY,
-                partition integer NOT NULL,
-                from_offset bigint,
-                to_offset bigint NOT NULL,
-                replica text NOT NULL
-            );
-            CREATE FUNCTION soak_log_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                INSERT INTO "{schema}".soak_commits (partition, from_offset, to_offset, replica)
-                VALUES (NEW.partition, CASE WHEN TG_OP = 'UPDATE' THEN OLD.next_offset END,
-                        NEW.next_offset, current_setting('application_name'));
-                RETURN NULL;
-            END $$;
-            CREATE TRIGGER soak_log_commit AFTER INSERT OR UPDATE ON kafka_offsets
-                FOR EACH ROW WHEN (NEW.worker = 'upcreate') EXECUTE FUNCTION soak_log_commit();
-            "#
-        ))
-        .await
-        .expect("adding the commit log");
-}
-
-/// A committed batch, from the commit log: it moved `partition`'s next offset from `from`
-/// (`None`: nothing stored, so offset 0) to `to`.
-struct Commit {
-    partition: i32,
-    from: Option<i64>,
-    to: i64,
-    replica: String,
-}
-
-async fn committed_batches(app: &TestApp) -> Vec<Commit> {
-    let rows = app
-        .db
-        .query(
-            "SELECT partition, from_offset, to_offset, replica FROM soak_commits",
-            &[],
-        )
-        .await
-        .expect("reading the commit log");
-    rows.iter()
-        .map(|r| Commit {
-            partition: r.get(0),
-            from: r.get(1),
-            to: r.get(2),
-            replica: r.get(3),
-        })
-        .collect()
-}
-
-/// PostgreSQL's next offsets of the upcreate worker, by partition (empty while unreachable).
-async fn stored_offsets(app: &TestApp) -> BTreeMap<i32, i64> {
-    let sql = "SELECT partition, next_offset FROM kafka_offsets WHERE worker = 'upcreate'";
-    let rows = app.db.query(sql, &[]).await.unwrap_or_default();
-    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
-}
-
 /// The updates topic as read back: per partition its offsets in order and how many invalid
 /// records precede each, its end, and the invalid records.
 struct TopicLog {
@@ -640,42 +571,5 @@ impl TopicLog {
             *entry = (entry.0 + records - invalid, entry.1 + invalid);
         }
         credited
-    }
-
-    /// Asserts that each partition's committed batches chain from offset 0 to its end: each
-    /// starts where another ended, no two start at one offset, none is off the chain.
-    fn assert_tiled(&self, commits: &[Commit]) {
-        for (&partition, &end) in &self.ends {
-            let mut by_start: BTreeMap<i64, &Commit> = BTreeMap::new();
-            for commit in commits.iter().filter(|c| c.partition == partition) {
-                let start = commit.from.unwrap_or(0);
-                if let Some(other) = by_start.insert(start, commit) {
-                    panic!(
-                        "partition {partition}: two batches committed from offset {start}, to {} \
-                         by {} and to {} by {}: applied twice",
-                        other.to, other.replica, commit.to, commit.replica
-                    );
-                }
-            }
-            let (mut at, mut chained) = (0, 0);
-            while let Some(commit) = by_start.get(&at) {
-                assert!(
-                    commit.to > at,
-                    "partition {partition}: a batch from {at} to {}",
-                    commit.to
-                );
-                at = commit.to;
-                chained += 1;
-            }
-            assert_eq!(
-                at, end,
-                "partition {partition}: the committed batches end at {at}"
-            );
-            assert_eq!(
-                chained,
-                by_start.len(),
-                "partition {partition}: batches off the chain"
-            );
-        }
     }
 }

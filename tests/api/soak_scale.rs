@@ -45,9 +45,10 @@ use rskafka::{
 use serde_json::json;
 
 use crate::{
+    commit_log::{assert_tiled, committed_batches, log_commits, stored_offsets, Commit},
     fault_proxy::proxy_kafka,
     helpers::{eventually_within, fresh_settings, TestApp},
-    process::RowsyncProcess,
+    process::{memory_kib, RowsyncProcess},
     soak::env_or,
     test_broker::TestBroker,
 };
@@ -109,7 +110,7 @@ async fn ten_million_records_over_12_partitions_into_10_million_rows_apply_exact
     let clock = Instant::now();
     let log = TopicLog::read(&app.kafka, &topic, &ends).await;
     let commits = committed_batches(&app).await;
-    log.assert_tiled(&commits);
+    assert_tiled(&log.ends(), &commits);
     let (committed_valid, committed_invalid) = commits.iter().fold((0, 0), |(v, i), commit| {
         let (records, invalid) = log.count(commit);
         (v + records - invalid, i + invalid)
@@ -337,44 +338,19 @@ impl TopicLog {
 
     /// The records, and of them the invalid ones, in the batch `commit` committed.
     fn count(&self, commit: &Commit) -> (u64, u64) {
-        let within = |offsets: &[i64]| {
-            let from = commit.from.unwrap_or(0);
-            (offsets.partition_point(|o| *o < commit.to) - offsets.partition_point(|o| *o < from))
-                as u64
-        };
         (
-            within(&self.offsets[&commit.partition]),
-            within(&self.invalid_offsets[&commit.partition]),
+            commit.covers(&self.offsets[&commit.partition]),
+            commit.covers(&self.invalid_offsets[&commit.partition]),
         )
     }
 
-    /// Asserts that each partition's committed batches chain from offset 0 to its end, none
-    /// twice from one offset, none off the chain.
-    fn assert_tiled(&self, commits: &[Commit]) {
-        for (&partition, offsets) in &self.offsets {
-            let end = offsets.last().map_or(0, |o| o + 1);
-            let mut by_start: BTreeMap<i64, &Commit> = BTreeMap::new();
-            for commit in commits.iter().filter(|c| c.partition == partition) {
-                let start = commit.from.unwrap_or(0);
-                let twice = by_start.insert(start, commit).is_some();
-                assert!(!twice, "partition {partition}: two batches from {start}");
-            }
-            let (mut at, mut chained) = (0, 0);
-            while let Some(commit) = by_start.get(&at) {
-                assert!(
-                    commit.to > at,
-                    "partition {partition}: a batch from {at} back"
-                );
-                at = commit.to;
-                chained += 1;
-            }
-            assert_eq!(at, end, "partition {partition}: the batches end at {at}");
-            assert_eq!(
-                chained,
-                by_start.len(),
-                "partition {partition}: off the chain"
-            );
-        }
+    /// Each partition's end: past its last offset.
+    fn ends(&self) -> BTreeMap<i32, i64> {
+        let end = |offsets: &Vec<i64>| offsets.last().map_or(0, |o| o + 1);
+        self.offsets
+            .iter()
+            .map(|(&p, offsets)| (p, end(offsets)))
+            .collect()
     }
 }
 
@@ -469,70 +445,4 @@ impl Differences {
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-}
-
-/// A line of `/proc/<pid>/status` (`VmHWM:`, the peak resident set; `VmRSS:`, the current), in
-/// KiB.
-fn memory_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The commit log, as the replicas soak keeps it: a trigger records each move of the upcreate
-/// worker's stored offset in the transaction that moves it (an insert: from offset 0).
-async fn log_commits(app: &TestApp) {
-    let schema = app.settings.database.schema();
-    app.db
-        .batch_execute(&format!(
-            r#"
-            CREATE TABLE soak_commits (
-                id bigserial PRIMARY KEY,
-                partition integer NOT NULL,
-                from_offset bigint,
-                to_offset bigint NOT NULL
-            );
-            CREATE FUNCTION soak_log_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                INSERT INTO "{schema}".soak_commits (partition, from_offset, to_offset)
-                VALUES (NEW.partition, CASE WHEN TG_OP = 'UPDATE' THEN OLD.next_offset END,
-                        NEW.next_offset);
-                RETURN NULL;
-            END $$;
-            CREATE TRIGGER soak_log_commit AFTER INSERT OR UPDATE ON kafka_offsets
-                FOR EACH ROW WHEN (NEW.worker = 'upcreate') EXECUTE FUNCTION soak_log_commit();
-            "#
-        ))
-        .await
-        .expect("adding the commit log");
-}
-
-/// A committed batch: it moved `partition`'s next offset from `from` (`None`: offset 0) to `to`.
-struct Commit {
-    partition: i32,
-    from: Option<i64>,
-    to: i64,
-}
-
-async fn committed_batches(app: &TestApp) -> Vec<Commit> {
-    let sql = "SELECT partition, from_offset, to_offset FROM soak_commits";
-    let rows = app
-        .db
-        .query(sql, &[])
-        .await
-        .expect("reading the commit log");
-    rows.iter()
-        .map(|r| Commit {
-            partition: r.get(0),
-            from: r.get(1),
-            to: r.get(2),
-        })
-        .collect()
-}
-
-/// PostgreSQL's next offsets of the upcreate worker, by partition.
-async fn stored_offsets(app: &TestApp) -> BTreeMap<i32, i64> {
-    let sql = "SELECT partition, next_offset FROM kafka_offsets WHERE worker = 'upcreate'";
-    let rows = app.db.query(sql, &[]).await.expect("reading the offsets");
-    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
 }
