@@ -110,6 +110,7 @@ pub struct WorkerContext {
 impl WorkerContext {
     /// The context of one run of worker `kind`, reporting to `stats`.
     pub fn new(kind: WorkerKind, deps: &WorkerDeps, stats: Arc<WorkerStats>) -> Self {
+        let fetch_budget = FetchBudget::new(deps.fetch_budget_bytes, stats.fetch_held_gauge());
         Self {
             kind,
             topic: deps.topics[&kind].clone(),
@@ -120,7 +121,7 @@ impl WorkerContext {
             topic_layout: deps.topic_layout,
             fetch_max_bytes: deps.fetch_max_bytes,
             fetch_budget_bytes: deps.fetch_budget_bytes,
-            fetch_budget: FetchBudget::new(deps.fetch_budget_bytes),
+            fetch_budget,
             assigned_partitions: AtomicUsize::new(0),
             fetch_max_wait_ms: deps.fetch_max_wait_ms,
             batch_metrics: deps.batch_metrics.clone(),

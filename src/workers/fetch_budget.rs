@@ -6,7 +6,10 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicI64, Ordering::Relaxed},
+        Arc, Mutex, MutexGuard,
+    },
 };
 
 use rskafka::record::RecordAndOffset;
@@ -19,6 +22,8 @@ pub(super) struct FetchBudget {
     state: Mutex<State>,
     /// Signalled whenever bytes come back or the head of the queue changes.
     changed: Notify,
+    /// Where the bytes held are mirrored for `/metrics` (`rowsync_worker_fetch_held_bytes`).
+    gauge: Arc<AtomicI64>,
 }
 
 #[derive(Default)]
@@ -42,13 +47,21 @@ pub(super) struct Held {
 }
 
 impl FetchBudget {
-    /// A budget of `limit` bytes, none held.
-    pub(super) fn new(limit: i64) -> Arc<Self> {
+    /// A budget of `limit` bytes, none held, mirroring what is held to `gauge`.
+    pub(super) fn new(limit: i64, gauge: Arc<AtomicI64>) -> Arc<Self> {
+        gauge.store(0, Relaxed);
         Arc::new(Self {
             limit,
             state: Mutex::default(),
             changed: Notify::new(),
+            gauge,
         })
+    }
+
+    /// Adds `bytes` (negative: returns them) to what is held.
+    fn add(&self, state: &mut State, bytes: i64) {
+        state.held += bytes;
+        self.gauge.store(state.held, Relaxed);
     }
 
     /// Bytes held now.
@@ -87,7 +100,7 @@ impl FetchBudget {
                 let fits = state.held == 0 || state.held.saturating_add(bytes) <= self.limit;
                 if state.waiting.front() == Some(&ticket) && fits {
                     state.waiting.pop_front();
-                    state.held += bytes;
+                    self.add(&mut state, bytes);
                     queued.ticket = None;
                     drop(state);
                     // The next in line may fit too.
@@ -136,7 +149,7 @@ impl Held {
     pub(super) fn settle(&mut self, records: &[RecordAndOffset]) {
         let bytes = record_bytes(records);
         let mut state = self.budget.lock();
-        state.held += bytes - self.bytes;
+        self.budget.add(&mut state, bytes - self.bytes);
         state.last_answer = Some(bytes);
         drop(state);
         if bytes < self.bytes {
@@ -148,7 +161,9 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.budget.lock().held -= self.bytes;
+        let mut state = self.budget.lock();
+        self.budget.add(&mut state, -self.bytes);
+        drop(state);
         self.budget.changed.notify_waiters();
     }
 }
@@ -194,6 +209,10 @@ mod tests {
             .collect()
     }
 
+    fn budget(limit: i64) -> Arc<FetchBudget> {
+        FetchBudget::new(limit, Arc::default())
+    }
+
     /// Whether `reserve` is still waiting after the runtime has had a chance to run it.
     async fn waits(future: impl std::future::Future) -> bool {
         tokio::time::timeout(Duration::from_millis(50), future)
@@ -209,7 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_fetch_goes_alone_and_teaches_the_others_the_batch_size() {
-        let budget = FetchBudget::new(1000);
+        let budget = budget(1000);
         // Before any answer a fetch reserves the whole budget: the next one waits.
         let mut first = budget.reserve(100).await;
         assert_eq!(budget.held(), 1000);
@@ -231,8 +250,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_gauge_follows_what_is_held() {
+        let gauge = Arc::new(AtomicI64::new(7));
+        let budget = FetchBudget::new(1000, Arc::clone(&gauge));
+        assert_eq!(gauge.load(Relaxed), 0);
+        let mut held = budget.reserve(100).await;
+        assert_eq!(gauge.load(Relaxed), 1000);
+        held.settle(&records(10, 10));
+        assert_eq!(gauge.load(Relaxed), 150);
+        drop(held);
+        assert_eq!(gauge.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
     async fn an_answer_larger_than_the_budget_is_held_and_blocks_the_rest_until_applied() {
-        let budget = FetchBudget::new(1000);
+        let budget = budget(1000);
         let mut only = budget.reserve(100).await;
         only.settle(&records(100, 10));
         assert_eq!(budget.held(), 1500);
@@ -246,7 +278,7 @@ mod tests {
 
     #[tokio::test]
     async fn fetches_go_in_turn_and_an_abandoned_wait_leaves_the_queue() {
-        let budget = FetchBudget::new(1000);
+        let budget = budget(1000);
         let mut holder = budget.reserve(0).await;
         holder.settle(&records(10, 10)); // 150 held, 150 expected of each answer
         let big = tokio::spawn({

@@ -172,6 +172,17 @@ impl Collector for WorkersCollector {
                 .encode(family.encode_family(&[("worker", status.name.as_str())])?)?;
         }
 
+        let mut family = encoder.encode_descriptor(
+            "worker_fetch_held_bytes",
+            "Record bytes the worker's partitions hold (fetched, not yet applied) or reserve for fetches in flight, against KAFKA_FETCH_BUDGET_BYTES",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (stats, status) in self.workers.iter().zip(&statuses) {
+            ConstGauge::new(stats.fetch_held_bytes())
+                .encode(family.encode_family(&[("worker", status.name.as_str())])?)?;
+        }
+
         encode_group(&mut encoder, &statuses)?;
         for (name, help, read) in COUNTERS {
             encode_per_partition(

@@ -1,7 +1,13 @@
 //! What each worker reports about itself: its state and, per partition, offsets and counters.
 //! Written by the consumer loops, read by `GET /api/workers/`.
 
-use std::{collections::BTreeMap, sync::Mutex};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicI64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+};
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
@@ -150,6 +156,9 @@ pub struct WorkerStats {
     topic: String,
     /// Short critical sections only (never held across `.await`), hence a std mutex.
     inner: Mutex<Inner>,
+    /// Record bytes the worker's partitions hold (fetched, not yet applied) or reserve for
+    /// fetches in flight: its fetch budget's count, mirrored for `/metrics`.
+    fetch_held_bytes: Arc<AtomicI64>,
 }
 
 struct Inner {
@@ -178,7 +187,18 @@ impl WorkerStats {
                 group: None,
                 cluster: BTreeMap::new(),
             }),
+            fetch_held_bytes: Arc::default(),
         }
+    }
+
+    /// Record bytes the worker's partitions hold now (fetched, not yet applied) or reserve.
+    pub fn fetch_held_bytes(&self) -> i64 {
+        self.fetch_held_bytes.load(Relaxed)
+    }
+
+    /// Where the worker's fetch budget mirrors its count.
+    pub(super) fn fetch_held_gauge(&self) -> Arc<AtomicI64> {
+        Arc::clone(&self.fetch_held_bytes)
     }
 
     /// The worker's state: `stalled` while any partition is stalled on a batch it cannot decode,

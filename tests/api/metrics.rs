@@ -73,6 +73,21 @@ async fn metrics_count_requests_records_batches_the_response_log_and_the_pool() 
     );
     expect(r#"rowsync_worker_running{worker="upcreate"}"#, 1.0);
     expect(r#"rowsync_worker_running{worker="delete"}"#, 0.0);
+    // A stopped worker holds nothing; a running one reserves bytes for the fetches it keeps
+    // open (an idle partition waits on the broker for new records).
+    expect(r#"rowsync_worker_fetch_held_bytes{worker="delete"}"#, 0.0);
+    eventually(
+        "the upcreate worker's open fetches in the fetch budget",
+        || async {
+            let text = app.metrics().await;
+            let held = sample(
+                &text,
+                r#"rowsync_worker_fetch_held_bytes{worker="upcreate"}"#,
+            );
+            held.filter(|bytes| *bytes > 0.0)
+        },
+    )
+    .await;
     expect("rowsync_response_log_records_dropped_total", 0.0);
     expect(
         r#"rowsync_db_pool_connections{pool="main",state="max"}"#,
