@@ -1,7 +1,8 @@
 //! Reading one partition ([`Fetcher`]): its connection, fetch sizes that start small and grow,
-//! the next batch fetched (and decoded) while the current one is applied, each fetch waiting for
-//! room in the worker's [`FetchBudget`], and covering fetches from a batch boundary. Where to read from is [`resume`](super::resume)'s; what to do with the
-//! records is [`partition`](super::partition)'s.
+//! the next batch fetched (and decoded) while the current one is applied, each fetch waiting
+//! for room in the worker's [`FetchBudget`], and covering fetches from a batch boundary. Where
+//! to read from is [`resume`](super::resume)'s; what to do with the records is
+//! [`partition`](super::partition)'s.
 
 use std::{sync::Arc, time::Duration};
 
