@@ -14,6 +14,7 @@ use rowsync::config::Settings;
 use serde_json::Value;
 
 use crate::{
+    commit_log::stored_offsets,
     helpers::{eventually, eventually_within, spawn_app, update, ApiClient, TestApp},
     process::RowsyncProcess,
     test_broker::TestBroker,
@@ -92,20 +93,6 @@ async fn wait_for_names(app: &TestApp, count: i64, name: &str, within: Duration)
 /// Records applied by the replica's upcreate worker since it started.
 async fn applied(api: &ApiClient) -> u64 {
     api.worker_total("upcreate", "records_applied").await
-}
-
-/// PostgreSQL's next offsets of the upcreate worker, by partition.
-async fn stored_offsets(app: &TestApp) -> BTreeMap<i32, i64> {
-    app.db
-        .query(
-            "SELECT partition, next_offset FROM kafka_offsets WHERE worker = 'upcreate'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
 }
 
 /// The upcreate group's committed offsets in Kafka, by partition.
